@@ -1,0 +1,169 @@
+"""The ASGI application: routers, OpenAI-style error handling, request ids and lifespan."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import __version__
+from service.checkpoints.router import router as checkpoints_router
+from service.db import Database
+from service.errors import APIError, error_envelope
+from service.files.router import router as files_router
+from service.idempotency import IdempotencyMiddleware
+from service.jobs.router import router as jobs_router
+from service.models.registry import ModelRegistry
+from service.models.router import router as models_router
+from service.projects import service as projects
+from service.projects.router import router as projects_router
+from service.settings import Settings
+from service.validation_errors import describe_validation_error
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+OpenAI-compatible fine-tuning service for IAPosteManager. Point the official `openai` SDK at
+`<this server>/v1` with one of your API keys: files, fine-tuning jobs (supervised, DPO,
+reinforcement), events, checkpoints, checkpoint permissions and models work unchanged.
+Every error has OpenAI's envelope `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+TAGS = [
+    {"name": "Files", "description": "Upload training data and download results."},
+    {"name": "Fine-tuning", "description": "Jobs, their events and checkpoints, and sharing."},
+    {"name": "Models", "description": "Base models and the models your jobs produced."},
+    {"name": "Organization", "description": "Projects and API keys (admin keys only)."},
+    {"name": "Health", "description": "Liveness for load balancers and orchestrators."},
+]
+
+
+class RequestContextMiddleware:
+    """Give every response an `x-request-id`, and turn unexpected crashes into a 500 envelope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Details go to the log under the request id, never to the client.
+            log.exception("unhandled error in %s %s [%s]", scope["method"], scope["path"],
+                          request_id)
+            if started:
+                raise
+            response = JSONResponse(
+                error_envelope(
+                    f"The server had an error while processing your request ({request_id}).",
+                    "server_error",
+                ),
+                status_code=500,
+            )
+            await response(scope, receive, send_with_id)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param, code = describe_validation_error(exc.errors())
+        return JSONResponse(
+            error_envelope(message, "invalid_request_error", param=param, code=code),
+            status_code=400,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        elif exc.status_code == 405:
+            message = f"Method {request.method} is not allowed for {request.url.path}"
+        else:
+            message = str(exc.detail)
+        error_type = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        return JSONResponse(
+            error_envelope(message, error_type),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the application; the database must already be migrated (see `service migrate`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.files_dir.mkdir(parents=True, exist_ok=True)
+        # Uploads interrupted by a crash leave temporary files behind.
+        shutil.rmtree(settings.files_dir / "tmp", ignore_errors=True)
+        database = Database(settings.database_url, echo=settings.sql_echo)
+        app.state.database = database
+        try:
+            async with database.session() as session:
+                if settings.bootstrap_api_key is not None:
+                    created = await projects.ensure_bootstrap_key(
+                        session=session, value=settings.bootstrap_api_key.get_secret_value()
+                    )
+                    if created:
+                        log.info("created project 'default' with the bootstrap admin key")
+                if await projects.count_keys(session=session) == 0:
+                    log.warning(
+                        "no API key exists yet: set FT_BOOTSTRAP_API_KEY, or run "
+                        "`python -m service keys create --project default --admin`"
+                    )
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="IAPosteManager fine-tuning service",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+        generate_unique_id_function=lambda route: route.operation_id or route.name,
+    )
+    app.state.settings = settings
+    app.state.registry = registry or ModelRegistry()
+    _install_error_handlers(app)
+    for router in (files_router, jobs_router, checkpoints_router, models_router, projects_router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["Health"], operation_id="health", summary="Liveness check")
+    async def health() -> dict[str, Any]:
+        """Answer 200 when the process serves requests."""
+        return {"status": "ok", "version": __version__}
+
+    # Order: the request id wraps everything, idempotency sits inside it.
+    app.add_middleware(IdempotencyMiddleware, state=app.state,
+                       ttl_seconds=settings.idempotency_ttl_seconds)
+    app.add_middleware(RequestContextMiddleware)
+    return app

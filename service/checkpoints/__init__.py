@@ -1,0 +1,1 @@
+"""Checkpoints of jobs and the permissions that share them with other projects."""

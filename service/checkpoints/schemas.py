@@ -1,0 +1,42 @@
+"""Wire shapes of checkpoint permissions (OpenAI's `checkpoint.permission`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.checkpoints.models import CheckpointPermission
+
+
+class PermissionCreate(BaseModel):
+    """Body of `POST /v1/fine_tuning/checkpoints/{name}/permissions`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"project_ids": ["proj_abGMw1llN8IrBb6SvvY5A1iH"]}]},
+    )
+
+    project_ids: list[str] = Field(min_length=1, max_length=100)
+
+
+class PermissionObject(BaseModel):
+    """OpenAI's `checkpoint.permission` object."""
+
+    id: str = Field(examples=["cp_zc4Q7MP6XxulcVzj4MZdwsAB"])
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    created_at: int
+    project_id: str
+
+    @classmethod
+    def from_row(cls, row: CheckpointPermission) -> PermissionObject:
+        """Build the wire object from a table row."""
+        return cls(id=row.id, created_at=row.created_at, project_id=row.project_id)
+
+
+class PermissionDeleted(BaseModel):
+    """Answer to a permission deletion."""
+
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    deleted: bool = True

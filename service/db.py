@@ -1,0 +1,101 @@
+"""Database access: the async engine, sessions, column helpers and Alembic migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import sqlalchemy as sa
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from alembic import command
+
+ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+
+def pk_column() -> sa.Column[int]:
+    """Return an internal auto-increment key; it orders rows for cursor pagination."""
+    # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+    return sa.Column(
+        "pk",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    )
+
+
+def json_column(name: str, *, nullable: bool = True) -> sa.Column[Any]:
+    """Return a JSON column where Python None is stored as SQL NULL."""
+    return sa.Column(name, sa.JSON(none_as_null=True), nullable=nullable)
+
+
+class Database:
+    """One async engine and its session factory."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {"echo": echo}
+        if url.startswith("sqlite"):
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sessions = async_sessionmaker(
+            self.engine, class_=AsyncSession, expire_on_commit=False
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether this database is SQLite."""
+        return self.engine.dialect.name == "sqlite"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """Open a session; uncommitted work is rolled back on exit."""
+        async with self._sessions() as session:
+            yield session
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers run beside the writer (API and worker processes share the file);
+    # foreign keys are off by default in SQLite.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def alembic_config(url: str) -> Config:
+    """Build the Alembic configuration for `url` without reading alembic.ini."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+    cfg.attributes["database_url"] = url
+    return cfg
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision`."""
+    # Alembic's async env runs its own event loop, so it needs a thread without one.
+    await anyio.to_thread.run_sync(command.upgrade, alembic_config(url), revision)
+
+
+async def downgrade(url: str, revision: str = "base") -> None:
+    """Revert migrations down to `revision`."""
+    await anyio.to_thread.run_sync(command.downgrade, alembic_config(url), revision)

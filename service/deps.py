@@ -1,0 +1,58 @@
+"""Typed FastAPI dependencies: settings, database session, registry and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.auth import Caller, authenticate
+from service.db import Database
+from service.models.registry import ModelRegistry
+from service.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    """Return the settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_database(request: Request) -> Database:
+    """Return the app's database."""
+    database: Database = request.app.state.database
+    return database
+
+
+def get_registry(request: Request) -> ModelRegistry:
+    """Return the app's registry of base models."""
+    registry: ModelRegistry = request.app.state.registry
+    return registry
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """Open one database session for the request."""
+    async with get_database(request).session() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_caller(request: Request, session: SessionDep) -> Caller:
+    """Authenticate the request's bearer key."""
+    return await authenticate(session=session, authorization=request.headers.get("authorization"))
+
+
+async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    """Authenticate the request and require an admin key."""
+    caller.require_admin()
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+AdminDep = Annotated[Caller, Depends(get_admin)]

@@ -1,0 +1,1 @@
+"""Files: uploads streamed to disk, their records, contents and training-data checks."""

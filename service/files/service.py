@@ -1,0 +1,256 @@
+"""Rules for files: storing uploads, scoping by project, deletion, and cached training checks."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import anyio
+from sqlalchemy import ColumnElement, or_
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.errors import InvalidRequest, NotFound
+from service.files.models import File, FileCheck
+from service.files.schemas import NOT_DOWNLOADABLE, UPLOAD_PURPOSES
+from service.files.upload import ReceivedUpload
+from service.ids import new_id, now
+from service.models.registry import BaseModel, Method
+from service.pagination import page
+from service.training_data.formats import ParseResult
+from service.training_data.report import CheckReport, build_report
+
+EXPIRY_RANGE = (3600, 2_592_000)
+
+
+def content_path(files_dir: Path, file_id: str) -> Path:
+    """Return where a file's content is stored."""
+    return files_dir / file_id
+
+
+def _visible(project_id: str) -> list[ColumnElement[bool]]:
+    # Expired files behave as deleted.
+    return [
+        col(File.project_id) == project_id,
+        or_(col(File.expires_at).is_(None), col(File.expires_at) > now()),
+    ]
+
+
+def _expiry(fields: dict[str, str]) -> int | None:
+    anchor = fields.get("expires_after[anchor]")
+    seconds = fields.get("expires_after[seconds]")
+    if anchor is None and seconds is None:
+        return None
+    if anchor != "created_at":
+        raise InvalidRequest(
+            "expires_after[anchor] must be 'created_at'.", param="expires_after.anchor"
+        )
+    if seconds is None or not seconds.isdigit():
+        raise InvalidRequest(
+            "expires_after[seconds] must be an integer.", param="expires_after.seconds"
+        )
+    low, high = EXPIRY_RANGE
+    if not low <= int(seconds) <= high:
+        raise InvalidRequest(
+            f"expires_after[seconds] must be between {low} and {high}.",
+            param="expires_after.seconds",
+        )
+    return now() + int(seconds)
+
+
+def _reject_bad_training_data(parsed: ParseResult | None) -> None:
+    if parsed is None or not parsed.errors:
+        return
+    first = parsed.errors[0]
+    more = parsed.n_errors - 1
+    suffix = f" ({more} more error{'s' if more != 1 else ''} in the file)" if more > 0 else ""
+    raise InvalidRequest(
+        f"Invalid file for fine-tuning: {first.message}{suffix}", param="file", code=first.code
+    )
+
+
+async def create_file(
+    *, session: AsyncSession, project_id: str, files_dir: Path, upload: ReceivedUpload
+) -> File:
+    """Store a received upload as a file of the project; bad training data stores nothing."""
+    allowed = {"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"}
+    unknown = sorted(set(upload.fields) - allowed)
+    if unknown:
+        raise InvalidRequest(
+            f"Unrecognized request argument supplied: {unknown[0]}",
+            param=unknown[0],
+            code="unknown_parameter",
+        )
+    purpose = upload.fields.get("purpose")
+    if purpose is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'purpose'.",
+            param="purpose",
+            code="missing_required_parameter",
+        )
+    if purpose not in UPLOAD_PURPOSES:
+        raise InvalidRequest(
+            f"Invalid value for 'purpose': '{purpose}'. Expected one of: "
+            + ", ".join(UPLOAD_PURPOSES)
+            + ".",
+            param="purpose",
+            code="invalid_value",
+        )
+    if upload.path is None or upload.filename is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
+        )
+    expires_at = _expiry(upload.fields)
+    parsed = upload.parsed if purpose == "fine-tune" else None
+    _reject_bad_training_data(parsed)
+
+    row = File(
+        id=new_id("file-"),
+        project_id=project_id,
+        bytes=upload.size,
+        created_at=now(),
+        expires_at=expires_at,
+        filename=upload.filename,
+        purpose=purpose,
+        sha256=upload.sha256,
+        format=parsed.format if parsed else None,
+        stats=parsed.stats if parsed else None,
+    )
+    destination = content_path(files_dir, row.id)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    # Content first, then the row: a failed commit removes the content again, so neither a
+    # row without content nor content without a row survives.
+    upload.move_to(destination)
+    session.add(row)
+    try:
+        await session.commit()
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    return row
+
+
+async def create_file_from_bytes(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    files_dir: Path,
+    filename: str,
+    purpose: str,
+    content: bytes,
+) -> File:
+    """Store content produced by the service itself (e.g. a job's results file)."""
+    row = File(
+        id=new_id("file-"),
+        project_id=project_id,
+        bytes=len(content),
+        created_at=now(),
+        filename=filename,
+        purpose=purpose,
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+    destination = content_path(files_dir, row.id)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_suffix(".tmp")
+    tmp.write_bytes(content)
+    tmp.replace(destination)
+    session.add(row)
+    try:
+        await session.commit()
+    except BaseException:
+        destination.unlink(missing_ok=True)
+        raise
+    return row
+
+
+async def get_file(*, session: AsyncSession, project_id: str, file_id: str) -> File:
+    """Return the project's file, or raise NotFound (also for other projects' files)."""
+    row = (
+        await session.exec(select(File).where(File.id == file_id, *_visible(project_id)))
+    ).first()
+    if row is None:
+        raise NotFound(f"No such File object: {file_id}", param="id")
+    return row
+
+
+async def list_files(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    purpose: str | None,
+    after: str | None,
+    limit: int,
+    order: str,
+) -> tuple[list[File], bool]:
+    """Return a page of the project's files, by creation order."""
+    where = _visible(project_id)
+    if purpose is not None:
+        where.append(col(File.purpose) == purpose)
+    return await page(
+        session, File, where=where, after=after, limit=limit, descending=order == "desc"
+    )
+
+
+async def delete_file(
+    *, session: AsyncSession, project_id: str, file_id: str, files_dir: Path
+) -> None:
+    """Delete the project's file and its content."""
+    row = await get_file(session=session, project_id=project_id, file_id=file_id)
+    await session.delete(row)
+    await session.commit()
+    # The row is gone first: a crash here leaves an orphan file, never a row without content.
+    content_path(files_dir, file_id).unlink(missing_ok=True)
+
+
+def downloadable_path(row: File, files_dir: Path) -> Path:
+    """Return the path of a file's content, refusing purposes that are not downloadable."""
+    if row.purpose in NOT_DOWNLOADABLE:
+        raise InvalidRequest(f"Not allowed to download files of purpose: {row.purpose}")
+    return content_path(files_dir, row.id)
+
+
+async def check_file(
+    *,
+    session: AsyncSession,
+    row: File,
+    files_dir: Path,
+    method: Method,
+    base: BaseModel,
+    n_epochs: int | None,
+) -> CheckReport:
+    """Return the validation report of a file for a method and base model (cached)."""
+    if row.purpose != "fine-tune":
+        raise InvalidRequest(
+            f"File {row.id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
+            code="invalid_file_purpose",
+        )
+    cached = (
+        await session.exec(
+            select(FileCheck).where(
+                FileCheck.file_id == row.id, FileCheck.method == method, FileCheck.model == base.id
+            )
+        )
+    ).first()
+    if cached is not None:
+        report = CheckReport.model_validate(cached.report)
+    else:
+        path = content_path(files_dir, row.id)
+        report = await anyio.to_thread.run_sync(
+            lambda: build_report(path, method=method, base=base, n_epochs=None)
+        )
+        session.add(
+            FileCheck(
+                file_id=row.id,
+                method=method,
+                model=base.id,
+                created_at=now(),
+                report=report.model_dump(mode="json"),
+            )
+        )
+        # Two concurrent checks of one file compute the same report; the loser's row is dropped.
+        with contextlib.suppress(IntegrityError):
+            await session.commit()
+        await session.rollback()
+    return report.with_epochs(n_epochs) if n_epochs is not None else report

@@ -1,0 +1,351 @@
+"""Wire shapes of the fine-tuning jobs API: requests, jobs, events, checkpoints, graders."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.checkpoints.models import Checkpoint
+from service.jobs.models import Job, JobEvent
+
+Auto = Literal["auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- hyperparameters
+
+
+class SupervisedHyperparameters(_Strict):
+    """Hyperparameters of supervised training; `auto` lets the engine choose."""
+
+    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
+    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
+    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
+
+
+class DpoHyperparameters(SupervisedHyperparameters):
+    """Hyperparameters of DPO; `beta` weighs the penalty for drifting from the reference."""
+
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+
+
+class ReinforcementHyperparameters(SupervisedHyperparameters):
+    """Hyperparameters of reinforcement fine-tuning."""
+
+    reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
+    compute_multiplier: Auto | Annotated[float, Field(gt=0.00001, le=10)] = "auto"
+    eval_interval: Auto | Annotated[int, Field(ge=1)] = "auto"
+    eval_samples: Auto | Annotated[int, Field(ge=1)] = "auto"
+
+
+# ---------------------------------------------------------------- graders (reference §3.9)
+
+Template = Annotated[str, Field(max_length=100_000)]
+
+
+class StringCheckGrader(_Strict):
+    """Compare a templated input with a templated reference."""
+
+    type: Literal["string_check"]
+    name: str = Field(max_length=256)
+    input: Template
+    reference: Template
+    operation: Literal["eq", "ne", "like", "ilike"]
+
+
+class TextSimilarityGrader(_Strict):
+    """Score the similarity of a templated input to a reference."""
+
+    type: Literal["text_similarity"]
+    name: str = Field(max_length=256)
+    input: Template
+    reference: Template
+    evaluation_metric: Literal[
+        "cosine",
+        "fuzzy_match",
+        "bleu",
+        "gleu",
+        "meteor",
+        "rouge_1",
+        "rouge_2",
+        "rouge_3",
+        "rouge_4",
+        "rouge_5",
+        "rouge_l",
+    ]
+
+
+class PythonGrader(_Strict):
+    """Run `grade(sample, item) -> float` from the given source."""
+
+    type: Literal["python"]
+    name: str = Field(max_length=256)
+    source: str = Field(max_length=256_000)
+    image_tag: str | None = Field(default=None, max_length=64)
+
+
+class ScoreModelGrader(_Strict):
+    """Ask a model for a numeric score."""
+
+    type: Literal["score_model"]
+    name: str = Field(max_length=256)
+    model: str = Field(max_length=256)
+    input: list[dict[str, Any]] = Field(min_length=1, max_length=64)
+    range: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    sampling_params: dict[str, Any] | None = None
+
+
+class LabelModelGrader(_Strict):
+    """Ask a model for a label (only inside a multi grader)."""
+
+    type: Literal["label_model"]
+    name: str = Field(max_length=256)
+    model: str = Field(max_length=256)
+    input: list[dict[str, Any]] = Field(min_length=1, max_length=64)
+    labels: list[str] = Field(min_length=1)
+    passing_labels: list[str] = Field(min_length=1)
+
+
+SubGrader = Annotated[
+    StringCheckGrader | TextSimilarityGrader | PythonGrader | ScoreModelGrader | LabelModelGrader,
+    Field(discriminator="type"),
+]
+
+
+class MultiGrader(_Strict):
+    """Combine sub-graders with a formula over their scores."""
+
+    type: Literal["multi"]
+    name: str = Field(max_length=256)
+    graders: dict[str, SubGrader] | list[SubGrader] | SubGrader
+    calculate_output: str = Field(max_length=4096)
+
+
+Grader = Annotated[
+    StringCheckGrader | TextSimilarityGrader | PythonGrader | ScoreModelGrader | MultiGrader,
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- method and create request
+
+
+class SupervisedMethod(_Strict):
+    """Configuration of supervised fine-tuning."""
+
+    hyperparameters: SupervisedHyperparameters | None = None
+
+
+class DpoMethod(_Strict):
+    """Configuration of DPO."""
+
+    hyperparameters: DpoHyperparameters | None = None
+
+
+class ReinforcementMethod(_Strict):
+    """Configuration of reinforcement fine-tuning: a grader is required."""
+
+    grader: Grader
+    hyperparameters: ReinforcementHyperparameters | None = None
+    response_format: dict[str, Any] | None = None
+
+
+class MethodRequest(_Strict):
+    """`method`: the type and the configuration object of that type."""
+
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+    reinforcement: ReinforcementMethod | None = None
+
+    @model_validator(mode="after")
+    def _one_configuration(self) -> MethodRequest:
+        for other in ("supervised", "dpo", "reinforcement"):
+            if other != self.type and getattr(self, other) is not None:
+                raise ValueError(f"method.{other} cannot be set when method.type is '{self.type}'")
+        if self.type == "reinforcement" and self.reinforcement is None:
+            raise ValueError("method.reinforcement.grader is required for reinforcement")
+        return self
+
+
+class WandbIntegration(_Strict):
+    """Weights & Biases settings, as OpenAI accepts them."""
+
+    project: str = Field(max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+    entity: str | None = Field(default=None, max_length=256)
+    tags: list[Annotated[str, Field(max_length=64)]] | None = Field(default=None, max_length=50)
+
+
+class Integration(_Strict):
+    """An integration entry."""
+
+    type: Literal["wandb"]
+    wandb: WandbIntegration
+
+
+class JobCreate(_Strict):
+    """Body of `POST /v1/fine_tuning/jobs`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "gpt-4o-mini",
+                    "training_file": "file-abc123",
+                    "suffix": "support-fr",
+                    "method": {
+                        "type": "supervised",
+                        "supervised": {"hyperparameters": {"n_epochs": 3}},
+                    },
+                }
+            ]
+        },
+    )
+
+    model: str = Field(min_length=1, max_length=256, description="Base or fine-tuned model.")
+    training_file: str = Field(min_length=1, max_length=64)
+    validation_file: str | None = Field(default=None, max_length=64)
+    method: MethodRequest | None = Field(default=None, description="Defaults to supervised.")
+    hyperparameters: SupervisedHyperparameters | None = Field(
+        default=None,
+        description="Deprecated: use method.supervised.",
+        json_schema_extra={"deprecated": True},
+    )
+    suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+    seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    metadata: (
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
+    ) = Field(default=None, max_length=16)
+    integrations: list[Integration] | None = Field(default=None, max_length=5)
+
+
+# ---------------------------------------------------------------- wire objects
+
+
+class JobError(BaseModel):
+    """Why a job failed."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
+class Hyperparameters(BaseModel):
+    """The job's top-level hyperparameters (resolved once training starts)."""
+
+    batch_size: Auto | int | None = "auto"
+    learning_rate_multiplier: Auto | float | None = "auto"
+    n_epochs: Auto | int | None = "auto"
+
+
+class JobObject(BaseModel):
+    """OpenAI's `fine_tuning.job` object."""
+
+    id: str = Field(examples=["ftjob-UiaiLwGdGBfdLQDBAoQheufN"])
+    object: Literal["fine_tuning.job"] = "fine_tuning.job"
+    created_at: int
+    error: JobError | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    hyperparameters: Hyperparameters
+    model: str
+    organization_id: str
+    result_files: list[str]
+    seed: int
+    status: str = Field(
+        examples=["queued"],
+        description="validating_files, queued, running, paused, succeeded, failed or cancelled.",
+    )
+    trained_tokens: int | None = None
+    training_file: str
+    validation_file: str | None = None
+    estimated_finish: int | None = None
+    integrations: list[dict[str, Any]] | None = None
+    metadata: dict[str, str] | None = None
+    method: dict[str, Any]
+    user_provided_suffix: str | None = None
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobObject:
+        """Build the wire object from a table row."""
+        kind = job.method["type"]
+        params = (job.method.get(kind) or {}).get("hyperparameters") or {}
+        return cls(
+            id=job.id,
+            created_at=job.created_at,
+            error=JobError.model_validate(job.error) if job.error else None,
+            fine_tuned_model=job.fine_tuned_model,
+            finished_at=job.finished_at,
+            hyperparameters=Hyperparameters(
+                batch_size=params.get("batch_size", "auto"),
+                learning_rate_multiplier=params.get("learning_rate_multiplier", "auto"),
+                n_epochs=params.get("n_epochs", "auto"),
+            ),
+            model=job.model,
+            organization_id=job.organization_id,
+            result_files=job.result_files,
+            seed=job.seed,
+            status=job.status,
+            trained_tokens=job.trained_tokens,
+            training_file=job.training_file,
+            validation_file=job.validation_file,
+            estimated_finish=job.estimated_finish,
+            integrations=job.integrations,
+            metadata=job.metadata_,
+            method=job.method,
+            user_provided_suffix=job.suffix,
+        )
+
+
+class EventObject(BaseModel):
+    """OpenAI's `fine_tuning.job.event` object."""
+
+    id: str = Field(examples=["ftevent-TDcK6kP2mRRiof75k5YpPXzb"])
+    object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
+    created_at: int
+    level: Literal["info", "warn", "error"]
+    message: str
+    type: Literal["message", "metrics"] = "message"
+    data: dict[str, Any] | None = None
+
+    @classmethod
+    def from_row(cls, event: JobEvent) -> EventObject:
+        """Build the wire object from a table row."""
+        return cls(
+            id=event.id,
+            created_at=event.created_at,
+            level=event.level,  # type: ignore[arg-type]
+            message=event.message,
+            type=event.type,  # type: ignore[arg-type]
+            data=event.data,
+        )
+
+
+class CheckpointObject(BaseModel):
+    """OpenAI's `fine_tuning.job.checkpoint` object."""
+
+    id: str = Field(examples=["ftckpt_zc4Q7MP6XxulcVzj4MZdwsAB"])
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, float | int | None]
+
+    @classmethod
+    def from_row(cls, row: Checkpoint) -> CheckpointObject:
+        """Build the wire object from a table row."""
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
+            fine_tuning_job_id=row.job_id,
+            step_number=row.step_number,
+            metrics=row.metrics,
+        )

@@ -1,0 +1,54 @@
+"""The job status machine: one table of allowed transitions, enforced in one place.
+
+    validating_files ─► queued ─► running ─► succeeded
+          │               │ ▲       │ │ └──► failed
+          │               │ │       │ └────► cancelled
+          │               ▼ │       ▼
+          │             paused ◄────┘        (running ─► queued: lease lost, retried)
+          └─► failed / cancelled             (cancel and fail from any live status)
+
+Terminal statuses absorb: nothing leaves succeeded, failed or cancelled.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Status = Literal[
+    "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
+]
+
+TERMINAL: Final = frozenset({"succeeded", "failed", "cancelled"})
+
+TRANSITIONS: Final[dict[str, frozenset[str]]] = {
+    "validating_files": frozenset({"queued", "failed", "cancelled"}),
+    "queued": frozenset({"running", "paused", "failed", "cancelled"}),
+    "running": frozenset({"succeeded", "failed", "cancelled", "paused", "queued"}),
+    "paused": frozenset({"queued", "failed", "cancelled"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "cancelled": frozenset(),
+}
+
+# Event text for entering a status, in OpenAI's wording where OpenAI has one.
+ENTER_MESSAGES: Final[dict[str, str]] = {
+    "queued": "Files validated, moving job to queued state",
+    "running": "Fine-tuning job started",
+    "paused": "Fine-tuning job paused",
+    "succeeded": "The job has successfully completed",
+    "failed": "Fine-tuning job failed",
+    "cancelled": "Fine-tuning job cancelled",
+}
+
+RESUMED_MESSAGE: Final = "Fine-tuning job resumed"
+REQUEUED_MESSAGE: Final = "Fine-tuning job interrupted; it will resume from its last checkpoint"
+
+
+def is_allowed(current: str, target: str) -> bool:
+    """Tell whether a job may move from `current` to `target`."""
+    return target in TRANSITIONS.get(current, frozenset())
+
+
+def is_terminal(status: str) -> bool:
+    """Tell whether `status` is final."""
+    return status in TERMINAL

@@ -1,0 +1,123 @@
+"""Registry of base models: what each can be trained with, by which engine, and its limits.
+
+A job's engine follows from its model through this registry. OpenAI bases run on the upstream
+engine; local bases (open-weight models on the operator's machine) run on the local engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Literal
+
+Method = Literal["supervised", "dpo", "reinforcement"]
+EngineName = Literal["local", "upstream"]
+
+ALL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo", "reinforcement"})
+
+
+@dataclass(frozen=True)
+class BaseModel:
+    """A model that jobs can fine-tune."""
+
+    id: str
+    engine: EngineName
+    methods: frozenset[Method]
+    max_tokens_per_example: int
+    # Token counter spec: "tiktoken:<encoding>" or "hf:<tokenizer folder>" (see service.tokens).
+    tokenizer: str
+    created: int
+    owned_by: str = "openai"
+    aliases: tuple[str, ...] = ()
+    shutdown_date: date | None = None
+    # USD per million trained tokens for supervised and DPO training; None where training is free.
+    training_price_per_million: float | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def is_shut_down(self, today: date | None = None) -> bool:
+        """Tell whether the provider has retired this base model."""
+        today = today or datetime.now(UTC).date()
+        return self.shutdown_date is not None and today >= self.shutdown_date
+
+
+def _ts(day: str) -> int:
+    return int(datetime.fromisoformat(day).replace(tzinfo=UTC).timestamp())
+
+
+# OpenAI's fine-tunable bases still serving in late 2026 (reference §6). Bases shut down on
+# 2026-10-23 (gpt-4.1-nano, o4-mini, gpt-3.5-turbo, gpt-4-0613) are gone and not listed.
+OPENAI_BASE_MODELS: tuple[BaseModel, ...] = (
+    BaseModel(
+        id="gpt-4o-mini-2024-07-18",
+        aliases=("gpt-4o-mini",),
+        engine="upstream",
+        methods=frozenset({"supervised", "dpo"}),
+        max_tokens_per_example=65_536,
+        tokenizer="tiktoken:o200k_base",
+        created=_ts("2024-07-18"),
+        owned_by="system",
+        shutdown_date=date(2027, 1, 14),
+        training_price_per_million=3.00,
+    ),
+    BaseModel(
+        id="gpt-4o-2024-08-06",
+        aliases=("gpt-4o",),
+        engine="upstream",
+        methods=frozenset({"supervised", "dpo"}),
+        max_tokens_per_example=65_536,
+        tokenizer="tiktoken:o200k_base",
+        created=_ts("2024-08-06"),
+        owned_by="system",
+        shutdown_date=date(2027, 1, 14),
+        training_price_per_million=25.00,
+    ),
+    BaseModel(
+        id="gpt-4.1-2025-04-14",
+        aliases=("gpt-4.1",),
+        engine="upstream",
+        methods=frozenset({"supervised", "dpo"}),
+        max_tokens_per_example=65_536,
+        tokenizer="tiktoken:o200k_base",
+        created=_ts("2025-04-14"),
+        owned_by="system",
+        shutdown_date=date(2027, 1, 14),
+        training_price_per_million=25.00,
+    ),
+    BaseModel(
+        id="gpt-4.1-mini-2025-04-14",
+        aliases=("gpt-4.1-mini",),
+        engine="upstream",
+        methods=frozenset({"supervised", "dpo"}),
+        max_tokens_per_example=65_536,
+        tokenizer="tiktoken:o200k_base",
+        created=_ts("2025-04-14"),
+        owned_by="system",
+        shutdown_date=date(2027, 1, 14),
+        training_price_per_million=5.00,
+    ),
+)
+
+
+class ModelRegistry:
+    """The base models this deployment offers, looked up by id or alias."""
+
+    def __init__(self, models: Iterable[BaseModel] = OPENAI_BASE_MODELS) -> None:
+        self._by_name: dict[str, BaseModel] = {}
+        self._models: dict[str, BaseModel] = {}
+        for model in models:
+            self.add(model)
+
+    def add(self, model: BaseModel) -> None:
+        """Register a base model (replacing one with the same id)."""
+        self._models[model.id] = model
+        for name in (model.id, *model.aliases):
+            self._by_name[name] = model
+
+    def resolve(self, name: str) -> BaseModel | None:
+        """Return the base model called `name` (an id or an alias), or None."""
+        return self._by_name.get(name)
+
+    def all(self) -> list[BaseModel]:
+        """Every registered base model, sorted by id."""
+        return sorted(self._models.values(), key=lambda m: m.id)

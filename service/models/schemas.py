@@ -1,0 +1,34 @@
+"""Wire shapes of the models API (OpenAI's `model` object)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelObject(BaseModel):
+    """OpenAI's `model` object."""
+
+    id: str = Field(examples=["ft:gpt-4o-mini-2024-07-18:personal:support-fr:9o1eNNKO"])
+    object: Literal["model"] = "model"
+    created: int = Field(description="Unix seconds.")
+    owned_by: str
+    shutdown_date: str | None = Field(
+        default=None, description="YYYY-MM-DD after which the model stops serving, if known."
+    )
+
+
+class ModelDeleted(BaseModel):
+    """Answer to a model deletion."""
+
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
+
+
+class ModelList(BaseModel):
+    """`GET /v1/models` envelope (not paginated)."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelObject]

@@ -1,0 +1,219 @@
+"""Rules for models: which names a project may use, train from, list and delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.checkpoints.models import Checkpoint, CheckpointPermission
+from service.errors import InvalidRequest, NotFound, PermissionDenied
+from service.jobs.models import Job
+from service.models.models import FineTunedModel
+from service.models.registry import BaseModel, ModelRegistry
+from service.models.schemas import ModelObject
+
+
+@dataclass(frozen=True)
+class Trainable:
+    """A model a job can start from: a base, or a fine-tuned model or checkpoint on a base."""
+
+    base: BaseModel
+    name: str
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A fine-tuned model or checkpoint visible to a project."""
+
+    name: str
+    base_model: str
+    created: int
+    owned_by: str
+    project_id: str
+    location: str | None
+    is_checkpoint: bool
+
+
+async def _shared_with(session: AsyncSession, project_id: str, name: str) -> bool:
+    grant = await session.exec(
+        select(CheckpointPermission.id).where(
+            CheckpointPermission.model_name == name, CheckpointPermission.project_id == project_id
+        )
+    )
+    return grant.first() is not None
+
+
+def _from_model(model: FineTunedModel) -> Derived:
+    return Derived(
+        name=model.id,
+        base_model=model.base_model,
+        created=model.created_at,
+        owned_by=model.owned_by,
+        project_id=model.project_id,
+        location=model.location,
+        is_checkpoint=False,
+    )
+
+
+async def find_derived(session: AsyncSession, name: str) -> Derived | None:
+    """Return the fine-tuned model or checkpoint called `name`, whoever owns it."""
+    model = (await session.exec(select(FineTunedModel).where(FineTunedModel.id == name))).first()
+    if model is not None:
+        return _from_model(model)
+    found = (
+        await session.exec(
+            select(Checkpoint, Job.base_model, Job.organization_id)
+            .join(Job, col(Job.id) == col(Checkpoint.job_id))
+            .where(Checkpoint.fine_tuned_model_checkpoint == name)
+        )
+    ).first()
+    if found is None:
+        return None
+    checkpoint, base_model, organization_id = found
+    return Derived(
+        name=name,
+        base_model=base_model,
+        created=checkpoint.created_at,
+        owned_by=organization_id,
+        project_id=checkpoint.project_id,
+        location=checkpoint.location,
+        is_checkpoint=True,
+    )
+
+
+async def visible_derived(session: AsyncSession, project_id: str, name: str) -> Derived | None:
+    """Return the derived model `name` if the project owns it or it was shared with it."""
+    derived = await find_derived(session, name)
+    if derived is None:
+        return None
+    if derived.project_id == project_id or await _shared_with(session, project_id, name):
+        return derived
+    return None
+
+
+async def resolve_trainable(
+    *, session: AsyncSession, registry: ModelRegistry, project_id: str, name: str
+) -> Trainable:
+    """Resolve a job's `model` to its base, or raise a 400 that points to GET /v1/models."""
+    base = registry.resolve(name)
+    if base is None:
+        derived = await visible_derived(session, project_id, name)
+        if derived is not None:
+            base = registry.resolve(derived.base_model)
+            if base is not None:
+                _ensure_serving(base)
+                return Trainable(base=base, name=derived.name, location=derived.location)
+        raise InvalidRequest(
+            f"Model '{name}' is not available for fine-tuning. "
+            "GET /v1/models lists the models you can use.",
+            param="model",
+            code="model_not_available",
+        )
+    _ensure_serving(base)
+    return Trainable(base=base, name=base.id)
+
+
+def _ensure_serving(base: BaseModel) -> None:
+    if base.is_shut_down():
+        raise InvalidRequest(
+            f"Model {base.id} was shut down on {base.shutdown_date}.",
+            param="model",
+            code="model_shut_down",
+        )
+
+
+def _base_object(base: BaseModel) -> ModelObject:
+    return ModelObject(
+        id=base.id,
+        created=base.created,
+        owned_by=base.owned_by,
+        shutdown_date=base.shutdown_date.isoformat() if base.shutdown_date else None,
+    )
+
+
+def _derived_object(derived: Derived, registry: ModelRegistry) -> ModelObject:
+    base = registry.resolve(derived.base_model)
+    shutdown = base.shutdown_date if base else None
+    return ModelObject(
+        id=derived.name,
+        created=derived.created,
+        owned_by=derived.owned_by,
+        shutdown_date=shutdown.isoformat() if shutdown else None,
+    )
+
+
+async def list_models(
+    *, session: AsyncSession, registry: ModelRegistry, project_id: str
+) -> list[ModelObject]:
+    """Return the serving base models, the project's fine-tuned models and those shared with it."""
+    models = [_base_object(b) for b in registry.all() if not b.is_shut_down()]
+    own = await session.exec(
+        select(FineTunedModel)
+        .where(FineTunedModel.project_id == project_id)
+        .order_by(col(FineTunedModel.pk))
+    )
+    models += [_derived_object(_from_model(row), registry) for row in own.all()]
+    grants = await session.exec(
+        select(CheckpointPermission.model_name)
+        .where(CheckpointPermission.project_id == project_id)
+        .order_by(col(CheckpointPermission.pk))
+    )
+    for name in grants.all():
+        derived = await find_derived(session, name)
+        if derived is not None:
+            models.append(_derived_object(derived, registry))
+    return models
+
+
+async def get_model(
+    *, session: AsyncSession, registry: ModelRegistry, project_id: str, name: str
+) -> ModelObject:
+    """Return one model the project can use, or raise NotFound."""
+    base = registry.resolve(name)
+    if base is not None and base.id == name:
+        return _base_object(base)
+    derived = await visible_derived(session, project_id, name)
+    if derived is None:
+        raise NotFound(
+            f"The model '{name}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    return _derived_object(derived, registry)
+
+
+async def delete_model(
+    *, session: AsyncSession, registry: ModelRegistry, project_id: str, name: str
+) -> FineTunedModel:
+    """Delete one of the project's fine-tuned models and the grants on it."""
+    row = (
+        await session.exec(
+            select(FineTunedModel).where(
+                FineTunedModel.id == name, FineTunedModel.project_id == project_id
+            )
+        )
+    ).first()
+    if row is None:
+        if registry.resolve(name) is not None or await visible_derived(session, project_id, name):
+            raise PermissionDenied(
+                f"You are not allowed to delete the model '{name}'; only your own fine-tuned "
+                "models can be deleted.",
+                param="model",
+                code="model_not_deletable",
+            )
+        raise NotFound(
+            f"The model '{name}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    grants = await session.exec(
+        select(CheckpointPermission).where(CheckpointPermission.model_name == name)
+    )
+    for grant in grants.all():
+        await session.delete(grant)
+    await session.delete(row)
+    await session.commit()
+    return row

@@ -1,0 +1,1 @@
+"""Projects and their API keys: who a caller is and what they may see."""

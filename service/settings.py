@@ -1,0 +1,68 @@
+"""Service configuration: one pydantic-settings class, read from `FT_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values that people paste from examples; refused as a bootstrap key outside development.
+_PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "sk-...", "test", "admin"}
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment, with embedded defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="FT_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./data")
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy async URL; empty means a SQLite file in the data folder.",
+    )
+    bootstrap_api_key: SecretStr | None = None
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    organization: str = Field(default="personal", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    sql_echo: bool = False
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _defaults_and_safety(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'service.db'}"
+        key = self.bootstrap_api_key.get_secret_value() if self.bootstrap_api_key else None
+        if (
+            key is not None
+            and self.environment == "production"
+            and (key.lower() in _PLACEHOLDER_KEYS or len(key) < 20)
+        ):
+            raise ValueError(
+                "FT_BOOTSTRAP_API_KEY looks like a placeholder; use at least 20 random characters"
+            )
+        return self
+
+    @property
+    def files_dir(self) -> Path:
+        """Folder holding uploaded and generated file contents."""
+        return self.data_dir / "files"
+
+    @property
+    def organization_id(self) -> str:
+        """The `organization_id` reported on jobs."""
+        return f"org-{self.organization}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the configured database is SQLite."""
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,26 @@
+"""Every table, imported in one place so `SQLModel.metadata` is complete (Alembic, tests)."""
+
+from sqlmodel import SQLModel
+
+from service.checkpoints.models import Checkpoint, CheckpointPermission
+from service.files.models import File, FileCheck
+from service.idempotency import IdempotencyRecord
+from service.jobs.models import Job, JobEvent
+from service.models.models import FineTunedModel
+from service.projects.models import ApiKey, Project
+
+metadata = SQLModel.metadata
+
+__all__ = [
+    "ApiKey",
+    "Checkpoint",
+    "CheckpointPermission",
+    "File",
+    "FileCheck",
+    "FineTunedModel",
+    "IdempotencyRecord",
+    "Job",
+    "JobEvent",
+    "Project",
+    "metadata",
+]

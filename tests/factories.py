@@ -125,3 +125,43 @@ async def make_job(
     assert response.status_code == 200, response.text
     job: dict[str, Any] = response.json()
     return job
+
+
+WORKER = "worker-test"
+
+
+async def run_to_success(
+    database: Database, *, engine: str = "upstream", steps: int = 3
+) -> tuple[str, list[str]]:
+    """Play an engine: claim the next job, log metrics, checkpoint each step, succeed.
+
+    Returns the fine-tuned model name and the checkpoint names.
+    """
+    from service.jobs import service as jobs
+
+    async with database.session() as session:
+        job = await jobs.claim_next_job(
+            session=session, engine=engine, worker_id=WORKER, lease_seconds=60
+        )
+        assert job is not None, "no queued job to run"
+        await jobs.start_job(
+            session=session, job_id=job.id, worker_id=WORKER,
+            hyperparameters={"n_epochs": steps, "batch_size": 1, "learning_rate_multiplier": 1.0},
+        )
+        names = []
+        for step in range(1, steps + 1):
+            metrics = {"step": step, "total_steps": steps, "train_loss": 1.0 / step}
+            await jobs.append_metrics(
+                session=session, job_id=job.id, worker_id=WORKER, metrics=metrics
+            )
+            checkpoint, _ = await jobs.add_checkpoint(
+                session=session, job_id=job.id, worker_id=WORKER, organization="personal",
+                step_number=step, metrics=metrics,
+            )
+            names.append(checkpoint.fine_tuned_model_checkpoint)
+        done = await jobs.succeed_job(
+            session=session, job_id=job.id, worker_id=WORKER, organization="personal",
+            trained_tokens=1234, result_files=[],
+        )
+        assert done.fine_tuned_model is not None
+        return done.fine_tuned_model, names

@@ -14,6 +14,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -25,6 +26,7 @@ __all__ = [
     "PACKAGED_ENCODINGS",
     "BatchTokenCounter",
     "Example",
+    "PreparedBatch",
     "TiktokenCounter",
     "TokenCounter",
     "count_examples",
@@ -77,19 +79,36 @@ class TokenCounter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """Examples reduced to what their counts need: count_i = fixed[i] + tokens of its texts."""
+
+    fixed: list[int]  # framing and image tokens of each example
+    sizes: list[int]  # how many of `texts` belong to each example, in order
+    texts: list[str]
+
+
 @runtime_checkable
 class BatchTokenCounter(TokenCounter, Protocol):
-    """A counter that counts many examples in one call (cheaper per example)."""
+    """A counter that counts many examples at once, in two steps.
 
-    def count_examples(self, examples: Iterable[Example]) -> list[int]:
-        """Return `count_example` of each example, in order."""
+    `prepare_batch` is plain Python (run it where the examples are); `count_batch` does the
+    encoding, holds no reference to the examples and may run in a worker thread.
+    """
+
+    def prepare_batch(self, examples: Iterable[Example]) -> PreparedBatch:
+        """Reduce examples to their fixed tokens and texts."""
+        ...
+
+    def count_batch(self, batch: PreparedBatch) -> list[int]:
+        """Return the token count of each prepared example, in order."""
         ...
 
 
 def count_examples(counter: TokenCounter, examples: Iterable[Example]) -> list[int]:
     """Count many examples, in batch when the counter supports it."""
     if isinstance(counter, BatchTokenCounter):
-        return counter.count_examples(examples)
+        return counter.count_batch(counter.prepare_batch(examples))
     return [counter.count_example(*example) for example in examples]
 
 
@@ -267,20 +286,22 @@ class TiktokenCounter:
         encode = self._encode
         return fixed + sum([len(encode(text)) for text in texts])
 
-    def count_examples(self, examples: Iterable[Example]) -> list[int]:
-        """Return `count_example` of each example, in order (one encoder call for all)."""
-        fixed_tokens: list[int] = []
-        sizes: list[int] = []
-        texts: list[str] = []
+    def prepare_batch(self, examples: Iterable[Example]) -> PreparedBatch:
+        """Reduce examples to their fixed tokens and the texts to encode."""
+        batch = PreparedBatch([], [], [])
         for messages, tools, functions in examples:
-            fixed, example_texts = self.example_texts(messages, tools, functions)
-            fixed_tokens.append(fixed)
-            sizes.append(len(example_texts))
-            texts += example_texts
-        lengths = self.text_lengths(texts)
+            fixed, texts = self.example_texts(messages, tools, functions)
+            batch.fixed.append(fixed)
+            batch.sizes.append(len(texts))
+            batch.texts.extend(texts)
+        return batch
+
+    def count_batch(self, batch: PreparedBatch) -> list[int]:
+        """Return the token count of each prepared example, in order (one encoder call)."""
+        lengths = self.text_lengths(batch.texts)
         counts: list[int] = []
         start = 0
-        for fixed, size in zip(fixed_tokens, sizes, strict=True):
+        for fixed, size in zip(batch.fixed, batch.sizes, strict=True):
             counts.append(fixed + sum(lengths[start : start + size]))
             start += size
         return counts

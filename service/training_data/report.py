@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 import pydantic
 
 from service.models.registry import BaseModel, Method
-from service.tokens import Example, TokenCounter, count_examples, counter_for
+from service.tokens import BatchTokenCounter, Example, TokenCounter, count_examples, counter_for
 from service.training_data.formats import Format, Issue, JsonlParser, read_chunks
 
 __all__ = [
@@ -145,6 +145,7 @@ class _TokenTally:
         self.parser = parser
         self.executor = executor
         self.max_in_flight = 2 * workers
+        self.batch_counter = counter if isinstance(counter, BatchTokenCounter) else None
         self.in_flight: deque[tuple[list[int], Future[list[int]]]] = deque()
         self.batch_lines: list[int] = []
         self.batch: list[Example] = []
@@ -168,12 +169,18 @@ class _TokenTally:
             if self.executor is None:
                 self._record(lines, count_examples(self.counter, batch))
             else:
-                self.in_flight.append(
-                    (lines, self.executor.submit(count_examples, self.counter, batch))
-                )
+                self.in_flight.append((lines, self._submit(self.executor, batch)))
         while self.in_flight and (wait or len(self.in_flight) > self.max_in_flight):
             lines, future = self.in_flight.popleft()
             self._record(lines, future.result())
+
+    def _submit(self, executor: ThreadPoolExecutor, batch: list[Example]) -> Future[list[int]]:
+        if self.batch_counter is None:
+            return executor.submit(count_examples, self.counter, batch)
+        # Reduce the examples to texts here, so that the worker never touches the parsed objects
+        # and holds the GIL as little as possible.
+        prepared = self.batch_counter.prepare_batch(batch)
+        return executor.submit(self.batch_counter.count_batch, prepared)
 
     def _record(self, lines: list[int], counts: list[int]) -> None:
         self.histogram.update(counts)
@@ -232,14 +239,14 @@ def build_report(
     """Check a training file for a job of `method` on `base`; bad data never raises, I/O does.
 
     `counter` replaces the base model's token counter; `threads` the number of token-counting
-    worker threads (0: count on the calling thread; default: CPUs - 1, at most 4).
+    worker threads (0: count on the calling thread; default: one per CPU, at most 4).
     """
     if n_epochs is not None and n_epochs < 1:
         raise ValueError("n_epochs must be at least 1")
     expected = METHOD_FORMATS[method]
     counter = counter or counter_for(base.tokenizer)
     parser = JsonlParser(format_hint=expected)
-    workers = min(_MAX_WORKERS, (os.cpu_count() or 1) - 1) if threads is None else threads
+    workers = min(_MAX_WORKERS, os.cpu_count() or 1) if threads is None else threads
     with ThreadPoolExecutor(workers) if workers > 0 else nullcontext() as executor:
         tally = _TokenTally(counter, base.max_tokens_per_example, parser, executor, workers)
         parser.on_example = tally.add

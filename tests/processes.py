@@ -1,0 +1,110 @@
+"""Run `python -m service ...` as a real process: the command line, and the server on a free port."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STARTUP_TIMEOUT = 20.0
+
+
+def service_env(**settings: str) -> dict[str, str]:
+    """Return this process's environment without any FT_* variable, plus `FT_<NAME>` settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FT_")}
+    env.update({f"FT_{name.upper()}": value for name, value in settings.items()})
+    return env
+
+
+def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `python -m service <args>` with the venv's interpreter and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def free_port() -> int:
+    """Return a TCP port that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `python -m service serve`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+
+def _wait_until_healthy(server: Server) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(
+                f"the server exited with {server.process.returncode}:\n{server.stderr()}"
+            )
+        try:
+            if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not answer /healthz in time:\n{server.stderr()}")
+
+
+@contextmanager
+def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
+    """Start the real server on a free port, wait until it is healthy, and stop it afterwards.
+
+    Its output goes to files rather than pipes, so a chatty server can never block on a full pipe.
+    """
+    port = free_port()
+    stdout_path, stderr_path = log_dir / "server.out", log_dir / "server.err"
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, stderr_path=stderr_path)
+    try:
+        _wait_until_healthy(server)
+        yield server
+        if process.poll() is not None:
+            raise AssertionError(
+                f"the server died during the test ({process.returncode}):\n{server.stderr()}"
+            )
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -42,9 +42,7 @@ class Database:
         self.url = url
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
-            path = make_url(url).database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            ensure_sqlite_folder(url)
             kwargs["connect_args"] = {"timeout": 30}
         else:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
@@ -82,6 +80,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def ensure_sqlite_folder(url: str) -> None:
+    """Create the folder of a SQLite database file, which SQLite will not do itself."""
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def alembic_config(url: str) -> Config:
     """Build the Alembic configuration for `url` without reading alembic.ini."""
     cfg = Config()
@@ -92,6 +98,7 @@ def alembic_config(url: str) -> Config:
 
 async def upgrade(url: str, revision: str = "head") -> None:
     """Apply migrations up to `revision`."""
+    ensure_sqlite_folder(url)
     # Alembic's async env runs its own event loop, so it needs a thread without one.
     await anyio.to_thread.run_sync(command.upgrade, alembic_config(url), revision)
 

@@ -251,7 +251,7 @@ class IdempotencyMiddleware:
                     await session.exec(
                         update(IdempotencyRecord)
                         .where(*where)
-                        .values(  # type: ignore[call-overload]
+                        .values(
                             request_hash=hasher.hexdigest(),
                             status_code=status,
                             response_body=bytes(body),

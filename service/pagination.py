@@ -62,7 +62,7 @@ async def page(
     stmt: Select[Any] = select(table).where(*where)
     if after is not None:
         cursor = (
-            await session.exec(select(table.pk).where(table.id == after, *where))  # type: ignore[call-overload]
+            await session.exec(select(table.pk).where(table.id == after, *where))
         ).first()
         if cursor is None:
             raise InvalidRequest(f"No object found with id '{after}'.", param=cursor_param)

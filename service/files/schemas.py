@@ -43,7 +43,7 @@ class FileObject(BaseModel):
             expires_at=row.expires_at,
             filename=row.filename,
             purpose=row.purpose,
-            status=row.status,  # type: ignore[arg-type]
+            status=row.status,
             status_details=row.status_details,
             sha256=row.sha256,
             format=row.format,

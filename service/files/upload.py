@@ -177,7 +177,7 @@ async def receive_upload(
     tmp_dir.mkdir(parents=True, exist_ok=True)
     upload = ReceivedUpload()
     sink = _Sink(upload, tmp_dir, max_bytes)
-    parser = MultipartParser(boundary, callbacks=sink.callbacks())
+    parser = MultipartParser(boundary, callbacks=sink.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
             if chunk:

@@ -320,9 +320,9 @@ class EventObject(BaseModel):
         return cls(
             id=event.id,
             created_at=event.created_at,
-            level=event.level,  # type: ignore[arg-type]
+            level=event.level,
             message=event.message,
-            type=event.type,  # type: ignore[arg-type]
+            type=event.type,
             data=event.data,
         )
 

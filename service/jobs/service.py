@@ -112,7 +112,7 @@ async def _transition(
     result = await session.exec(
         update(Job).where(col(Job.id) == job.id, col(Job.status) == job.status).values(**values)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         raise Conflict(
             f"Fine-tuning job {job.id} changed status meanwhile; retry.", code="concurrent_update"
         )
@@ -304,7 +304,7 @@ async def list_jobs(
     if metadata_is_null:
         where.append(col(Job.metadata_).is_(None))
     for key, value in (metadata or {}).items():
-        where.append(Job.metadata_[key].as_string() == value)  # type: ignore[index]
+        where.append(col(Job.metadata_)[key].as_string() == value)
     return await page(session, Job, where=where, after=after, limit=limit)
 
 
@@ -427,7 +427,7 @@ async def claim_next_job(
                 attempts=col(Job.attempts) + 1,
             )
         )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        if claimed.rowcount != 1:
             await session.rollback()  # another worker won the race; look again
             continue
         job = (await session.exec(select(Job).where(Job.id == job_id))).one()
@@ -462,7 +462,7 @@ async def heartbeat(
         .where(col(Job.id) == job_id, col(Job.lease_owner) == worker_id)
         .values(lease_expires_at=time.time() + lease_seconds)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         await session.rollback()
         raise LeaseLost(f"Worker {worker_id} does not hold job {job_id}.", code="lease_lost")
     await session.commit()

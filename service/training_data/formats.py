@@ -294,7 +294,7 @@ def _check_parts(
                 out.error(
                     q,
                     "image_not_allowed",
-                    f"images are allowed in {where} for {rules.label}, not in a {role} message",
+                    f"images are allowed in {where} for {rules.label}, not in {role} messages",
                 )
             else:
                 _check_image(part, q, out)
@@ -606,11 +606,13 @@ _COMPATIBLE: dict[Format, frozenset[str]] = {
     "reinforcement": frozenset({"messages", "reinforcement"}),
     "preference": frozenset({"preference"}),
 }
-_SHAPE_NAMES = {
-    "messages": "a chat example",
-    "reinforcement": "a reinforcement example (it has grader reference fields)",
-    "preference": "a preference example",
-}
+
+
+def _shape_name(obj: dict[str, Any], shape: Shape) -> str:
+    if shape == "reinforcement":
+        fields = ", ".join(sorted(obj.keys() - _CHAT_TOP_KEYS))
+        return f"a reinforcement example (it has grader reference fields: {fields})"
+    return "a chat example" if shape == "messages" else "a preference example"
 
 
 def _shape(obj: dict[str, Any]) -> Shape:
@@ -949,7 +951,7 @@ class JsonlParser:
             self._line_issue(
                 line,
                 "mixed_formats",
-                f"this line is {_SHAPE_NAMES[shape]} but the file is in the {fmt} format "
+                f"this line is {_shape_name(obj, shape)} but the file is in the {fmt} format "
                 f"(detected on line {self.format_line}); a file holds a single format",
             )
             return

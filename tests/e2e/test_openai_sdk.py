@@ -331,11 +331,11 @@ def test_trained_model_checkpoints_sharing_and_models(
             partner_sdk.models.retrieve(shared_name)
 
         permissions = sdk.fine_tuning.checkpoints.permissions
-        granted = permissions.create(shared_name, project_ids=[partner.id])
+        granted = permissions.create(shared_name, project_ids=[partner.project_id])
         assert len(granted.data) == 1
         grant = granted.data[0]
         assert grant.id.startswith("cp_")
-        assert (grant.object, grant.project_id) == ("checkpoint.permission", partner.id)
+        assert (grant.object, grant.project_id) == ("checkpoint.permission", partner.project_id)
         with pytest.warns(DeprecationWarning):
             listed = permissions.retrieve(shared_name)
         assert [p.id for p in listed.data] == [grant.id]
@@ -359,7 +359,7 @@ def test_trained_model_checkpoints_sharing_and_models(
         # Sharing needs an admin key.
         with pytest.raises(openai.PermissionDeniedError) as not_admin:
             partner_sdk.fine_tuning.checkpoints.permissions.create(
-                shared_name, project_ids=[partner.id]
+                shared_name, project_ids=[partner.project_id]
             )
         assert not_admin.value.code == "admin_key_required"
 

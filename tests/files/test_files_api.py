@@ -426,6 +426,16 @@ async def test_ten_examples_are_enough(client, tenant):
     assert (await upload_ok(client, tenant, chat_file(10)))["format"] == "chat"
 
 
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [("../../etc/evil.jsonl", "evil.jsonl"), ("C:\\Users\\me\\train.jsonl", "train.jsonl")],
+)
+async def test_filename_is_reduced_to_its_base_name(client, tenant, settings, sent, kept):
+    created = await upload_ok(client, tenant, chat_file(), filename=sent)
+    assert created["filename"] == kept
+    assert stored_paths(settings) == [settings.files_dir / created["id"]]
+
+
 async def test_purpose_after_the_file_part_still_parses(client, tenant, settings):
     bad = with_line(2, b"not json")
     response = await client.post(

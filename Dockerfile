@@ -1,0 +1,25 @@
+# The service on embedded defaults: SQLite and files under the /data volume.
+# Build: docker build -t iaposte-finetune .   Run: docker run -p 8000:8000 -v ft-data:/data \
+#   -e FT_BOOTSTRAP_API_KEY=<40 random characters> iaposte-finetune
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    FT_DATA_DIR=/data
+
+WORKDIR /app
+COPY pyproject.toml README.md alembic.ini ./
+COPY service ./service
+COPY alembic ./alembic
+RUN pip install . \
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin ft \
+    && mkdir -p /data && chown ft:ft /data
+
+USER ft
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
+CMD ["python", "-m", "service", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -28,7 +28,7 @@ test: install lint typecheck pytest  ## everything CI runs
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check service
+	$(BIN)/ruff format --check service alembic
 
 typecheck: install
 	$(BIN)/mypy

@@ -25,7 +25,10 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 
     asyncio.run(upgrade(settings.database_url))
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level=settings.log_level,
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level,
         proxy_headers=True,
     )
 

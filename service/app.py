@@ -73,8 +73,9 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except Exception:
             # Details go to the log under the request id, never to the client.
-            log.exception("unhandled error in %s %s [%s]", scope["method"], scope["path"],
-                          request_id)
+            log.exception(
+                "unhandled error in %s %s [%s]", scope["method"], scope["path"], request_id
+            )
             if started:
                 raise
             response = JSONResponse(
@@ -163,7 +164,8 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
         return {"status": "ok", "version": __version__}
 
     # Order: the request id wraps everything, idempotency sits inside it.
-    app.add_middleware(IdempotencyMiddleware, state=app.state,
-                       ttl_seconds=settings.idempotency_ttl_seconds)
+    app.add_middleware(
+        IdempotencyMiddleware, state=app.state, ttl_seconds=settings.idempotency_ttl_seconds
+    )
     app.add_middleware(RequestContextMiddleware)
     return app

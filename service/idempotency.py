@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 1024 * 1024
+# A request refused before its body was read (413, bad content type) is read to its end, up to
+# this much, so its fingerprint covers the whole body and an identical retry is recognised.
+MAX_DRAINED_BODY = 16 * 1024 * 1024
 _UNSTORED = {409, 429}
 _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 
@@ -220,11 +223,14 @@ class IdempotencyMiddleware:
         status: int | None = None
         kept_headers: list[list[str]] = []
         body = bytearray()
+        request_read = False
 
         async def hashing_receive() -> Message:
+            nonlocal request_read
             message = await receive()
             if message["type"] == "http.request":
                 hasher.update(message.get("body", b""))
+                request_read = not message.get("more_body", False)
             return message
 
         async def capturing_send(message: Message) -> None:
@@ -243,9 +249,17 @@ class IdempotencyMiddleware:
         where = (col(IdempotencyRecord.project_id) == project_id, col(IdempotencyRecord.key) == key)
         try:
             await self.app(scope, hashing_receive, capturing_send)
+            drained = 0
+            while not request_read and drained <= MAX_DRAINED_BODY:
+                message = await hashing_receive()
+                if message["type"] != "http.request":
+                    break  # the client went away
+                drained += len(message.get("body", b""))
         finally:
+            # A body that could not be read whole cannot be fingerprinted: the answer is not
+            # kept, and a retry simply runs again.
             keep = status is not None and status < 500 and status not in _UNSTORED
-            keep = keep and len(body) <= MAX_STORED_BODY
+            keep = keep and request_read and len(body) <= MAX_STORED_BODY
             async with database.session() as session:
                 if keep:
                     await session.exec(

@@ -61,9 +61,7 @@ async def page(
     pk = col(table.pk)
     stmt: Select[Any] = select(table).where(*where)
     if after is not None:
-        cursor = (
-            await session.exec(select(table.pk).where(table.id == after, *where))
-        ).first()
+        cursor = (await session.exec(select(table.pk).where(table.id == after, *where))).first()
         if cursor is None:
             raise InvalidRequest(f"No object found with id '{after}'.", param=cursor_param)
         stmt = stmt.where(pk < cursor if descending else pk > cursor)

@@ -13,8 +13,18 @@ _INVALID_JSON = (
 
 
 # Names pydantic adds to a location for union members and validators, not fields.
-_TYPE_WORDS = {"int", "float", "str", "bool", "list", "dict", "none", "constrained-int",
-               "constrained-float", "constrained-str"}
+_TYPE_WORDS = {
+    "int",
+    "float",
+    "str",
+    "bool",
+    "list",
+    "dict",
+    "none",
+    "constrained-int",
+    "constrained-float",
+    "constrained-str",
+}
 
 
 def _param(loc: Sequence[Any]) -> str | None:

@@ -1,4 +1,4 @@
-"""Run `python -m service ...` as a real process: the command line, and the server on a free port."""
+"""Run `python -m service ...` as a real process: the command line, and the server on a port."""
 
 from __future__ import annotations
 
@@ -77,6 +77,13 @@ def _wait_until_healthy(server: Server) -> None:
     raise AssertionError(f"the server did not answer /healthz in time:\n{server.stderr()}")
 
 
+def _raise_if_dead(server: Server, cause: Exception | None = None) -> None:
+    if server.process.poll() is not None:
+        raise AssertionError(
+            f"the server died during the test ({server.process.returncode}):\n{server.stderr()}"
+        ) from cause
+
+
 @contextmanager
 def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
     """Start the real server on a free port, wait until it is healthy, and stop it afterwards.
@@ -96,11 +103,12 @@ def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
     server = Server(url=f"http://127.0.0.1:{port}", process=process, stderr_path=stderr_path)
     try:
         _wait_until_healthy(server)
-        yield server
-        if process.poll() is not None:
-            raise AssertionError(
-                f"the server died during the test ({process.returncode}):\n{server.stderr()}"
-            )
+        try:
+            yield server
+        except Exception as error:
+            _raise_if_dead(server, cause=error)
+            raise
+        _raise_if_dead(server)
     finally:
         process.terminate()
         try:

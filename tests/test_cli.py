@@ -6,14 +6,13 @@ import sqlite3
 from pathlib import Path
 
 import httpx
+from alembic.script import ScriptDirectory
 
 from service.db import alembic_config
 from tests.processes import run_cli, service_env
 
 
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert head is not None
     return head
@@ -84,7 +83,8 @@ def tables_and_revision(path: Path) -> tuple[set[str], list[str]]:
             row[0]
             for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         }
-        revisions = [row[0] for row in connection.execute("SELECT version_num FROM alembic_version")]
+        versions = connection.execute("SELECT version_num FROM alembic_version")
+        revisions = [row[0] for row in versions]
     connection.close()
     return tables, revisions
 

@@ -42,37 +42,45 @@ def _differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
-def _tables(connection: Connection) -> set[str]:
-    return set(sa.inspect(connection).get_table_names())
+def _schema_objects(connection: Connection) -> set[str]:
+    inspector = sa.inspect(connection)
+    names = set(inspector.get_table_names())
+    if connection.dialect.name == "postgresql":  # SQLite has no sequences
+        names |= {f"sequence {name}" for name in inspector.get_sequence_names()}
+    return names
 
 
 async def inspect_database(url: str) -> tuple[set[str], list[Any]]:
-    """Return the database's tables and its differences from the models."""
+    """Return the database's tables (and sequences) and its differences from the models."""
     engine = create_async_engine(url, poolclass=pool.NullPool)
     try:
         async with engine.connect() as connection:
-            tables = await connection.run_sync(_tables)
+            objects = await connection.run_sync(_schema_objects)
             differences = await connection.run_sync(_differences)
     finally:
         await engine.dispose()
-    return tables, differences
+    return objects, differences
+
+
+def _tables(objects: set[str]) -> set[str]:
+    return {name for name in objects if not name.startswith("sequence ")}
 
 
 async def test_upgrade_matches_models_and_downgrade_reverts(empty_database_url: str) -> None:
-    model_tables = set(metadata.tables)
-    tables, _ = await inspect_database(empty_database_url)
-    assert tables == set()
+    expected_tables = set(metadata.tables) | {"alembic_version"}
+    objects, _ = await inspect_database(empty_database_url)
+    assert objects == set()
 
     await upgrade(empty_database_url)
-    tables, differences = await inspect_database(empty_database_url)
-    assert tables == model_tables | {"alembic_version"}
+    objects, differences = await inspect_database(empty_database_url)
+    assert _tables(objects) == expected_tables
     assert differences == []
 
     await downgrade(empty_database_url, "base")
-    tables, _ = await inspect_database(empty_database_url)
-    assert tables == {"alembic_version"}
+    objects, _ = await inspect_database(empty_database_url)
+    assert objects == {"alembic_version"}  # no table, and no sequence, left behind
 
     await upgrade(empty_database_url)
-    tables, differences = await inspect_database(empty_database_url)
-    assert tables == model_tables | {"alembic_version"}
+    objects, differences = await inspect_database(empty_database_url)
+    assert _tables(objects) == expected_tables
     assert differences == []

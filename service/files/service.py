@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
+from typing import cast
 
 import anyio
 from sqlalchemy import ColumnElement, or_
@@ -17,12 +18,14 @@ from service.files.models import File, FileCheck
 from service.files.schemas import NOT_DOWNLOADABLE, UPLOAD_PURPOSES
 from service.files.upload import ReceivedUpload
 from service.ids import new_id, now
-from service.models.registry import BaseModel, Method
+from service.models.registry import BaseModel, Method, ensure_supports
 from service.pagination import page
-from service.training_data.formats import ParseResult
+from service.training_data.formats import Format, ParseResult
 from service.training_data.report import CheckReport, build_report
 
 EXPIRY_RANGE = (3600, 2_592_000)
+# OpenAI expires batch files after 30 days unless told otherwise; other purposes persist.
+DEFAULT_EXPIRY = {"batch": 2_592_000}
 
 
 def content_path(files_dir: Path, file_id: str) -> Path:
@@ -38,16 +41,17 @@ def _visible(project_id: str) -> list[ColumnElement[bool]]:
     ]
 
 
-def _expiry(fields: dict[str, str]) -> int | None:
+def _expiry(fields: dict[str, str], *, purpose: str, created_at: int) -> int | None:
     anchor = fields.get("expires_after[anchor]")
     seconds = fields.get("expires_after[seconds]")
     if anchor is None and seconds is None:
-        return None
+        default = DEFAULT_EXPIRY.get(purpose)
+        return created_at + default if default else None
     if anchor != "created_at":
         raise InvalidRequest(
             "expires_after[anchor] must be 'created_at'.", param="expires_after.anchor"
         )
-    if seconds is None or not seconds.isdigit():
+    if seconds is None or not (seconds.isascii() and seconds.isdigit()):
         raise InvalidRequest(
             "expires_after[seconds] must be an integer.", param="expires_after.seconds"
         )
@@ -57,7 +61,7 @@ def _expiry(fields: dict[str, str]) -> int | None:
             f"expires_after[seconds] must be between {low} and {high}.",
             param="expires_after.seconds",
         )
-    return now() + int(seconds)
+    return created_at + int(seconds)
 
 
 def _reject_bad_training_data(parsed: ParseResult | None) -> None:
@@ -102,7 +106,8 @@ async def create_file(
         raise InvalidRequest(
             "Missing required parameter: 'file'.", param="file", code="missing_required_parameter"
         )
-    expires_at = _expiry(upload.fields)
+    created_at = now()
+    expires_at = _expiry(upload.fields, purpose=purpose, created_at=created_at)
     parsed = upload.parsed if purpose == "fine-tune" else None
     _reject_bad_training_data(parsed)
 
@@ -110,7 +115,7 @@ async def create_file(
         id=new_id("file-"),
         project_id=project_id,
         bytes=upload.size,
-        created_at=now(),
+        created_at=created_at,
         expires_at=expires_at,
         filename=upload.filename,
         purpose=purpose,
@@ -221,6 +226,7 @@ async def check_file(
     n_epochs: int | None,
 ) -> CheckReport:
     """Return the validation report of a file for a method and base model (cached)."""
+    ensure_supports(base, method, param="method")
     if row.purpose != "fine-tune":
         raise InvalidRequest(
             f"File {row.id} has purpose '{row.purpose}'; fine-tuning needs purpose 'fine-tune'.",
@@ -237,8 +243,11 @@ async def check_file(
         report = CheckReport.model_validate(cached.report)
     else:
         path = content_path(files_dir, row.id)
+        file_format = cast(Format | None, row.format)
         report = await anyio.to_thread.run_sync(
-            lambda: build_report(path, method=method, base=base, n_epochs=None)
+            lambda: build_report(
+                path, method=method, base=base, n_epochs=None, format_hint=file_format
+            )
         )
         session.add(
             FileCheck(
@@ -253,4 +262,6 @@ async def check_file(
         with contextlib.suppress(IntegrityError):
             await session.commit()
         await session.rollback()
-    return report.with_epochs(n_epochs) if n_epochs is not None else report
+    if n_epochs is None:
+        return report
+    return report.with_epochs(n_epochs, price_per_million=base.training_price_per_million)

@@ -168,7 +168,12 @@ async def receive_upload(
             code="invalid_content_type",
         )
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + MULTIPART_OVERHEAD:
+    if (
+        declared
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_bytes + MULTIPART_OVERHEAD
+    ):
         raise PayloadTooLarge(
             f"File is larger than the maximum of {max_bytes} bytes.",
             param="file",

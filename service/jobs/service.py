@@ -33,7 +33,7 @@ from service.jobs.schemas import (
     SupervisedHyperparameters,
 )
 from service.models.models import FineTunedModel
-from service.models.registry import ModelRegistry
+from service.models.registry import ModelRegistry, ensure_supports
 from service.models.service import Trainable, resolve_trainable
 from service.pagination import page
 from service.settings import Settings
@@ -225,14 +225,7 @@ async def create_job(
     trainable = await resolve_trainable(
         session=session, registry=registry, project_id=project_id, name=body.model
     )
-    if kind not in trainable.base.methods:
-        raise InvalidRequest(
-            f"Model {trainable.base.id} does not support the '{kind}' method; it supports: "
-            + ", ".join(sorted(trainable.base.methods))
-            + ".",
-            param="method.type",
-            code="unsupported_method",
-        )
+    ensure_supports(trainable.base, kind, param="method.type")
     files = await _training_files(session, project_id, body, kind)
     await _validate_contents(session, files, trainable, kind, settings)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Literal
 
+from service.errors import InvalidRequest
+
 Method = Literal["supervised", "dpo", "reinforcement"]
 EngineName = Literal["local", "upstream"]
 
@@ -39,6 +41,18 @@ class BaseModel:
         """Tell whether the provider has retired this base model."""
         today = today or datetime.now(UTC).date()
         return self.shutdown_date is not None and today >= self.shutdown_date
+
+
+def ensure_supports(base: BaseModel, method: Method, *, param: str) -> None:
+    """Raise a 400 unless `base` can be trained with `method`."""
+    if method not in base.methods:
+        raise InvalidRequest(
+            f"Model {base.id} does not support the '{method}' method; it supports: "
+            + ", ".join(sorted(base.methods))
+            + ".",
+            param=param,
+            code="unsupported_method",
+        )
 
 
 def _ts(day: str) -> int:

@@ -49,6 +49,11 @@ IMAGE_TOKENS = 85
 # Joins texts for batch counting; any special token would do, this one exists in every encoding.
 _SEPARATOR = "<|endoftext|>"
 
+# Token counts of short texts are cached (system prompts repeat in every example); clearing the
+# cache when full keeps it under about _CACHE_MAX_ENTRIES x _CACHE_MAX_CHARS characters.
+_CACHE_MAX_ENTRIES = 1024
+_CACHE_MAX_CHARS = 4096
+
 # sha256 of the files tiktoken downloads, as tiktoken_ext/openai_public.py checks them.
 PACKAGED_ENCODINGS: dict[str, str] = {
     "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
@@ -181,24 +186,25 @@ def _compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
+def _is_mapping(value: Any) -> bool:
+    # Parsed JSON holds plain dicts; the exact type test skips the slow ABC check for them.
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _append_function_texts(function: Any, texts: list[str]) -> None:
-    if isinstance(function, Mapping):
+    if _is_mapping(function):
         for key in ("name", "arguments"):
             value = function.get(key)
             if isinstance(value, str) and value:
                 texts.append(value)
 
 
-def _append_content_texts(content: Any, texts: list[str]) -> int:
-    """Append the text of `content` to `texts`; return the fixed tokens of its images."""
-    if isinstance(content, str):
-        if content:
-            texts.append(content)
-        return 0
+def _append_parts_texts(parts: Any, texts: list[str]) -> int:
+    """Append the text of list content to `texts`; return the fixed tokens of its images."""
     images = 0
-    if isinstance(content, list):
-        for part in content:
-            if not isinstance(part, Mapping):
+    if isinstance(parts, list):
+        for part in parts:
+            if not _is_mapping(part):
                 continue
             kind = part.get("type")
             if kind == "text":
@@ -230,6 +236,7 @@ class TiktokenCounter:
         self._separator = separator
         self._separator_set = frozenset({separator} if separator else ())
         self._separator_token = encoding.encode_single_token(separator) if separator else -1
+        self._cache: dict[str, int] = {}
 
     @classmethod
     def for_encoding(cls, name: str) -> TiktokenCounter:
@@ -250,25 +257,35 @@ class TiktokenCounter:
         texts: list[str] = []
         fixed = REPLY_PRIMING_TOKENS
         append = texts.append
+        # The common message is {"role": str, "content": str}: test it with `type() is` and
+        # `is not None` first, since this loop runs for every message of every example.
         for message in messages:
             fixed += TOKENS_PER_MESSAGE
-            if not isinstance(message, Mapping):
+            if not _is_mapping(message):
                 continue
-            role = message.get("role")
-            if isinstance(role, str):
+            get = message.get
+            role = get("role")
+            if type(role) is str:
                 append(role)
-            fixed += _append_content_texts(message.get("content"), texts)
-            name = message.get("name")
-            if isinstance(name, str):
+            content = get("content")
+            if type(content) is str:
+                if content:
+                    append(content)
+            elif content is not None:
+                fixed += _append_parts_texts(content, texts)
+            name = get("name")
+            if type(name) is str:
                 fixed += TOKENS_PER_NAME
                 if name:
                     append(name)
-            tool_calls = message.get("tool_calls")
-            if isinstance(tool_calls, list):
+            tool_calls = get("tool_calls")
+            if type(tool_calls) is list:
                 for call in tool_calls:
-                    if isinstance(call, Mapping):
+                    if _is_mapping(call):
                         _append_function_texts(call.get("function"), texts)
-            _append_function_texts(message.get("function_call"), texts)
+            function_call = get("function_call")
+            if function_call is not None:
+                _append_function_texts(function_call, texts)
         if tools:
             append(_compact_json(tools))
         if functions:
@@ -307,7 +324,36 @@ class TiktokenCounter:
         return counts
 
     def text_lengths(self, texts: list[str]) -> list[int]:
-        """Return the token count of each text, as `count_text` would, in one encoder call.
+        """Return the token count of each text, as `count_text` would.
+
+        Each distinct text is encoded once, and short texts seen in earlier batches (a system
+        prompt repeated in every example, say) are not encoded again: their counts are cached.
+        """
+        cache = self._cache
+        lengths: dict[str, int] = {}
+        unknown: list[str] = []
+        for text in texts:
+            if text not in lengths:
+                known = cache.get(text)
+                if known is None:
+                    lengths[text] = -1
+                    unknown.append(text)
+                else:
+                    lengths[text] = known
+        if unknown:
+            for text, n in zip(unknown, self._encode_lengths(unknown), strict=True):
+                lengths[text] = n
+            # Other threads may share this counter: the cache is only ever read with get(), and
+            # clearing it when full bounds its memory (the counts are cheap to recompute).
+            if len(cache) >= _CACHE_MAX_ENTRIES:
+                cache.clear()
+            for text in unknown:
+                if len(text) <= _CACHE_MAX_CHARS:
+                    cache[text] = lengths[text]
+        return [lengths[text] for text in texts]
+
+    def _encode_lengths(self, texts: list[str]) -> list[int]:
+        """Return the token count of each text, in one encoder call.
 
         The texts are joined with "<|endoftext|>" and encoded with that special token allowed:
         tiktoken encodes the text between special tokens exactly as it would encode it alone, so

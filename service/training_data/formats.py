@@ -64,6 +64,7 @@ __all__ = [
     "Issue",
     "JsonlParser",
     "ParseResult",
+    "read_chunks",
     "validate_chunks",
     "validate_file",
     "validate_lines",
@@ -118,7 +119,7 @@ class _Findings:
 
 
 @dataclass(slots=True)
-class ExampleInfo:
+class _ExampleInfo:
     """What the statistics need to know about one checked example."""
 
     n_messages: int = 0
@@ -213,9 +214,7 @@ def _is_name(value: Any) -> TypeGuard[str]:
     return isinstance(value, str) and bool(value)
 
 
-def _check_function(
-    function: Any, p: str, code: str, args_code: str, out: _Findings, *, need_args: bool
-) -> None:
+def _check_function(function: Any, p: str, code: str, args_code: str, out: _Findings) -> None:
     """Check a {name, arguments} object (a tool call's `function` or a `function_call`)."""
     if not isinstance(function, dict):
         out.error(p, code, "must be an object with 'name' and 'arguments'")
@@ -223,15 +222,13 @@ def _check_function(
     if not _is_name(function.get("name")):
         out.error(f"{p}.name", code, "must be a non-empty string naming the function")
     arguments = function.get("arguments")
-    if arguments is None and not need_args:
-        return
     if not isinstance(arguments, str):
         out.error(f"{p}.arguments", args_code, "must be a string holding JSON, e.g. '{\"x\": 1}'")
     elif not _is_json(arguments):
         out.error(f"{p}.arguments", args_code, "is not valid JSON")
 
 
-def _check_tool_calls(calls: Any, p: str, out: _Findings, info: ExampleInfo) -> None:
+def _check_tool_calls(calls: Any, p: str, out: _Findings, info: _ExampleInfo) -> None:
     if not isinstance(calls, list) or not calls:
         out.error(p, "invalid_tool_calls", "must be a non-empty list of tool calls")
         return
@@ -257,7 +254,6 @@ def _check_tool_calls(calls: Any, p: str, out: _Findings, info: ExampleInfo) -> 
             "invalid_tool_calls",
             "invalid_tool_call_arguments",
             out,
-            need_args=True,
         )
 
 
@@ -275,7 +271,7 @@ def _check_image(part: dict[str, Any], q: str, out: _Findings) -> None:
 
 
 def _check_parts(
-    parts: list[Any], p: str, role: str, rules: _MessageRules, out: _Findings, info: ExampleInfo
+    parts: list[Any], p: str, role: str, rules: _MessageRules, out: _Findings, info: _ExampleInfo
 ) -> None:
     """Check list content; an empty list, or one without text or image, counts as missing."""
     useful = 0
@@ -317,7 +313,7 @@ def _check_content(
     role: str,
     rules: _MessageRules,
     out: _Findings,
-    info: ExampleInfo,
+    info: _ExampleInfo,
 ) -> None:
     content = message.get("content")
     if type(content) is str and content:
@@ -358,7 +354,7 @@ def _check_unknown_keys(
 
 
 def _check_role_fields(
-    message: dict[str, Any], p: str, role: str, out: _Findings, info: ExampleInfo
+    message: dict[str, Any], p: str, role: str, out: _Findings, info: _ExampleInfo
 ) -> None:
     """Check the keys that only some roles carry (weight, calls, tool_call_id, name)."""
     if role == "assistant":
@@ -379,7 +375,6 @@ def _check_role_fields(
                 "invalid_function_call",
                 "invalid_function_call",
                 out,
-                need_args=True,
             )
     elif role == "tool":
         call_id = message.get("tool_call_id")
@@ -400,7 +395,7 @@ def _check_role_fields(
 
 
 def _check_message(
-    message: Any, p: str, rules: _MessageRules, out: _Findings, info: ExampleInfo
+    message: Any, p: str, rules: _MessageRules, out: _Findings, info: _ExampleInfo
 ) -> None:
     if not isinstance(message, dict):
         out.error(p, "message_data_type", "each message must be a JSON object")
@@ -427,7 +422,7 @@ def _check_message(
 
 
 def _check_messages(
-    messages: Any, p: str, rules: _MessageRules, out: _Findings, info: ExampleInfo
+    messages: Any, p: str, rules: _MessageRules, out: _Findings, info: _ExampleInfo
 ) -> bool:
     """Check a list of messages; return False when there is no usable list at all."""
     if not isinstance(messages, list):
@@ -452,7 +447,7 @@ def _check_messages(
 # --- example-level rules -----------------------------------------------------------------------
 
 
-def _check_tools(obj: Mapping[str, Any], p: str, out: _Findings, info: ExampleInfo) -> None:
+def _check_tools(obj: Mapping[str, Any], p: str, out: _Findings, info: _ExampleInfo) -> None:
     """Check the optional `tools`, `functions` and `parallel_tool_calls` keys of `obj`."""
     if "tools" in obj:
         tools = obj["tools"]
@@ -487,9 +482,9 @@ def _check_tools(obj: Mapping[str, Any], p: str, out: _Findings, info: ExampleIn
         out.error(f"{p}parallel_tool_calls", "invalid_parallel_tool_calls", "must be true or false")
 
 
-def _check_chat(obj: dict[str, Any], out: _Findings) -> ExampleInfo:
+def _check_chat(obj: dict[str, Any], out: _Findings) -> _ExampleInfo:
     """Check one supervised (chat) example."""
-    info = ExampleInfo()
+    info = _ExampleInfo()
     if _check_messages(obj.get("messages"), "messages", _CHAT_RULES, out, info):
         if not info.n_assistant:
             out.error(
@@ -527,12 +522,12 @@ def _check_output(obj: dict[str, Any], key: str, out: _Findings) -> None:
     if isinstance(message, dict) and message.get("role") != "assistant":
         out.error(f"{key}[0].role", "invalid_output", "the output message must be an assistant one")
         return
-    _check_message(message, f"{key}[0]", _DPO_OUTPUT_RULES, out, ExampleInfo())
+    _check_message(message, f"{key}[0]", _DPO_OUTPUT_RULES, out, _ExampleInfo())
 
 
-def _check_preference(obj: dict[str, Any], out: _Findings) -> ExampleInfo:
+def _check_preference(obj: dict[str, Any], out: _Findings) -> _ExampleInfo:
     """Check one preference (DPO) example."""
-    info = ExampleInfo()
+    info = _ExampleInfo()
     for key in obj.keys() - _PREFERENCE_TOP_KEYS:
         renamed = _RENAMED_KEYS.get(key)
         hint = f"; it is now called '{renamed}'" if renamed else ""
@@ -568,9 +563,9 @@ def _check_preference(obj: dict[str, Any], out: _Findings) -> ExampleInfo:
 _RFT_RESERVED_KEYS = frozenset({"messages", "tools"})
 
 
-def _check_reinforcement(obj: dict[str, Any], out: _Findings) -> ExampleInfo:
+def _check_reinforcement(obj: dict[str, Any], out: _Findings) -> _ExampleInfo:
     """Check one reinforcement (RFT) example; keys other than messages/tools are grader fields."""
-    info = ExampleInfo(has_reference_fields=not _RFT_RESERVED_KEYS.issuperset(obj))
+    info = _ExampleInfo(has_reference_fields=not _RFT_RESERVED_KEYS.issuperset(obj))
     messages = obj.get("messages")
     if (
         _check_messages(messages, "messages", _RFT_RULES, out, info)
@@ -588,7 +583,7 @@ def _check_reinforcement(obj: dict[str, Any], out: _Findings) -> ExampleInfo:
     return info
 
 
-_CHECKS: dict[Format, Callable[[dict[str, Any], _Findings], ExampleInfo]] = {
+_CHECKS: dict[Format, Callable[[dict[str, Any], _Findings], _ExampleInfo]] = {
     "chat": _check_chat,
     "preference": _check_preference,
     "reinforcement": _check_reinforcement,
@@ -711,7 +706,8 @@ class JsonlParser:
         self._pending = bytearray()
         self._skipping = False  # inside a line longer than max_line_bytes
         self._abandoned = False  # the whole file is in a wrong encoding
-        self._finished = False
+        self._finished = False  # end() was called
+        self._checked = False  # finish() ran the file-level checks
         self.errors: list[Issue] = []
         self.warnings: list[Issue] = []
         self.n_errors = 0
@@ -734,7 +730,7 @@ class JsonlParser:
     def feed(self, chunk: bytes) -> None:
         """Consume the next bytes of the file (any size, any boundary)."""
         if self._finished:
-            raise RuntimeError("feed() after finish()")
+            raise RuntimeError("feed() after end() or finish()")
         self.n_bytes += len(chunk)
         if self._abandoned or not chunk:
             return
@@ -758,7 +754,7 @@ class JsonlParser:
         if self._pending:
             raise RuntimeError("feed_line() while a line fed by feed() is incomplete")
         if self._finished:
-            raise RuntimeError("feed_line() after finish()")
+            raise RuntimeError("feed_line() after end() or finish()")
         self.n_bytes += len(line)
         if line.endswith(b"\n"):
             line = line[:-1]
@@ -789,14 +785,20 @@ class JsonlParser:
             return
         self._line(raw)
 
-    def finish(self) -> ParseResult:
-        """Process the last line (without newline), run the file-level checks, return results."""
+    def end(self) -> None:
+        """Process the last line if it has no newline; feeding more is then refused."""
         if not self._finished:
+            self._finished = True
             if self._pending or self._skipping:
                 last = bytes(self._pending)
                 self._pending.clear()
                 self._end_line(last)
-            self._finished = True
+
+    def finish(self) -> ParseResult:
+        """End the input, run the file-level checks once and return the results."""
+        if not self._checked:
+            self.end()
+            self._checked = True
             self._file_checks()
         return ParseResult(
             format=self.format,
@@ -964,7 +966,7 @@ class JsonlParser:
             if self.on_example is not None:
                 self.on_example(line, fmt, obj)
 
-    def _count(self, info: ExampleInfo) -> None:
+    def _count(self, info: _ExampleInfo) -> None:
         n = info.n_messages
         if not self.n_valid:
             self.min_messages = self.max_messages = n

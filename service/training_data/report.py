@@ -90,15 +90,16 @@ class CheckReport(pydantic.BaseModel):
     object: Literal["fine_tuning.file_check"] = "fine_tuning.file_check"
     method: Method
     model: str
-    format: Format | None
-    valid: bool
-    n_examples: int
+    format: Format | None  # as detected from the first recognisable example
+    valid: bool  # no errors at all: the file can be trained on with this method and model
+    n_examples: int  # non-blank lines, valid or not
+    # Token figures cover the structurally valid examples only.
     tokens_per_example: TokenStats
     total_tokens: int
-    billable_tokens: int
-    n_epochs: int
-    billed_tokens: int
-    estimated_cost_usd: float | None
+    billable_tokens: int  # sum of min(max_tokens_per_example, tokens) over examples
+    n_epochs: int  # as requested, or the "auto" estimate
+    billed_tokens: int  # billable_tokens x n_epochs
+    estimated_cost_usd: float | None  # None when training is free or billed by time (RFT)
     max_tokens_per_example: int
     n_examples_over_limit: int
     warnings: list[IssueModel]
@@ -106,6 +107,19 @@ class CheckReport(pydantic.BaseModel):
     errors: list[IssueModel]
     n_errors: int
     stats: dict[str, Any]
+
+    def with_epochs(self, n_epochs: int, *, price_per_million: float | None) -> CheckReport:
+        """Return this report with the billing figures for `n_epochs` epochs."""
+        billed = self.billable_tokens * n_epochs
+        return self.model_copy(
+            update={
+                "n_epochs": n_epochs,
+                "billed_tokens": billed,
+                "estimated_cost_usd": estimated_cost(
+                    billed, method=self.method, price_per_million=price_per_million
+                ),
+            }
+        )
 
 
 def _example_parts(fmt: Format, obj: dict[str, Any]) -> Example:
@@ -227,6 +241,15 @@ class _TokenTally:
         )
 
 
+def estimated_cost(
+    billed_tokens: int, *, method: Method, price_per_million: float | None
+) -> float | None:
+    """Return the training cost in USD, or None where training is not billed per token."""
+    if price_per_million is None or method == "reinforcement":  # RFT is billed by time
+        return None
+    return round(billed_tokens / 1_000_000 * price_per_million, 6)
+
+
 def build_report(
     path: Path,
     *,
@@ -235,23 +258,28 @@ def build_report(
     n_epochs: int | None,
     counter: TokenCounter | None = None,
     threads: int | None = None,
+    format_hint: Format | None = None,
 ) -> CheckReport:
     """Check a training file for a job of `method` on `base`; bad data never raises, I/O does.
 
     `counter` replaces the base model's token counter; `threads` the number of token-counting
     worker threads (0: count on the calling thread; default: one per CPU, at most 4).
+    `format_hint` is the format detected when the file was uploaded; it decides ambiguous
+    files, so a file of another format is reported as a mismatch, not judged line by line by
+    the method's rules. Without it, the method's format decides.
     """
     if n_epochs is not None and n_epochs < 1:
         raise ValueError("n_epochs must be at least 1")
     expected = METHOD_FORMATS[method]
     counter = counter or counter_for(base.tokenizer)
-    parser = JsonlParser(format_hint=expected)
+    parser = JsonlParser(format_hint=format_hint or expected)
     workers = min(_MAX_WORKERS, os.cpu_count() or 1) if threads is None else threads
     with ThreadPoolExecutor(workers) if workers > 0 else nullcontext() as executor:
         tally = _TokenTally(counter, base.max_tokens_per_example, parser, executor, workers)
         parser.on_example = tally.add
         for chunk in read_chunks(path):
             parser.feed(chunk)
+        parser.end()  # the last line may lack its newline: count it too
         tally.flush(wait=True)
     result = parser.finish()
 
@@ -270,10 +298,7 @@ def build_report(
 
     epochs = n_epochs if n_epochs is not None else default_epochs(result.n_examples)
     billed = tally.billable * epochs
-    price = base.training_price_per_million
-    cost = None
-    if price is not None and method != "reinforcement":  # RFT is billed by time, not tokens
-        cost = round(billed / 1_000_000 * price, 6)
+    cost = estimated_cost(billed, method=method, price_per_million=base.training_price_per_million)
     return CheckReport(
         method=method,
         model=base.id,

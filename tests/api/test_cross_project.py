@@ -196,14 +196,16 @@ def _route_id(route: tuple[str, str, Any]) -> str:
 
 
 async def send(
-    client: httpx.AsyncClient, tenant: Tenant, method: str, template: str, body: Any,
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    method: str,
+    template: str,
+    body: Any,
     ids: dict[str, str],
 ) -> httpx.Response:
     if body == "grant-b":
         body = {"project_ids": [tenant.project_id]}
-    return await client.request(
-        method, template.format(**ids), headers=tenant.headers, json=body
-    )
+    return await client.request(method, template.format(**ids), headers=tenant.headers, json=body)
 
 
 async def assert_looks_absent(
@@ -239,9 +241,7 @@ async def test_other_project_gets_404_and_nothing_changes(client, world, method,
 @pytest.mark.parametrize(
     ("method", "template", "body"), ADMIN_ROUTES, ids=map(_route_id, ADMIN_ROUTES)
 )
-async def test_other_projects_admin_gets_404_on_permissions(
-    client, world, method, template, body
-):
+async def test_other_projects_admin_gets_404_on_permissions(client, world, method, template, body):
     before = await owner_view(client, world)
     await assert_looks_absent(client, world, world.b_admin, method, template, body)
     assert await owner_view(client, world) == before
@@ -262,6 +262,22 @@ async def test_shared_checkpoint_is_usable_but_not_manageable(client, world):
         if "{checkpoint}" in template:
             response = await send(client, c, method, template, body, world.ids)
             assert_envelope(response, 404)
+    assert await owner_view(client, world) == before
+
+
+async def test_permission_ids_are_scoped_to_the_owners_model(client, database, world):
+    """B cannot reach A's grant through a model of its own either."""
+    b_job = await make_job(client, world.b)
+    b_model, _ = await finish_job(database, b_job["id"])
+    before = await owner_view(client, world)
+    base = f"/v1/fine_tuning/checkpoints/{b_model}/permissions"
+
+    deleted = await client.delete(f"{base}/{world.permission}", headers=world.b_admin.headers)
+    assert assert_envelope(deleted, 404)["param"] == "permission_id"
+    listed = await client.get(
+        base, headers=world.b_admin.headers, params={"after": world.permission}
+    )
+    assert assert_envelope(listed, 400)["param"] == "after"
     assert await owner_view(client, world) == before
 
 
@@ -345,6 +361,16 @@ async def test_job_in_b_from_a_fine_tuned_model_is_refused(client, world, name):
     assert assert_envelope(response, 400)["param"] == "model"
 
 
+async def test_check_in_b_against_a_fine_tuned_model_is_refused(client, world):
+    own = await make_file(client, world.b, chat_file())
+    response = await client.post(
+        f"/v1/files/{own}/check",
+        headers=world.b.headers,
+        json={"method": "supervised", "model": world.model},
+    )
+    assert assert_envelope(response, 400)["param"] == "model"
+
+
 async def test_a_can_still_use_everything(client, world):
     """The owner's own requests succeed (the 404s above are about the caller, not the ids)."""
     job = await client.post(
@@ -386,52 +412,47 @@ UNAUTHENTICATED_ROUTES = [
     ],
     ids=["no-header", "empty", "empty-bearer", "basic-scheme", "unknown-key"],
 )
-@pytest.mark.parametrize(
-    ("method", "template", "body"), UNAUTHENTICATED_ROUTES, ids=map(_route_id, UNAUTHENTICATED_ROUTES)
-)
-async def test_missing_or_wrong_key_is_401(
-    client, world, authorization, code, method, template, body
-):
+async def test_missing_or_wrong_key_is_401(client, world, authorization, code):
     before = await owner_view(client, world)
     headers = {} if authorization is None else {"Authorization": authorization}
-    if isinstance(body, dict):
-        body = {k: v.format(**world.ids) for k, v in body.items()}
-    response = await client.request(
-        method, template.format(**world.ids), headers=headers, json=body
-    )
-    error = assert_envelope(response, 401)
-    assert error["type"] == "authentication_error"
-    assert error["code"] == code
     presented = (authorization or "").partition(" ")[2].strip()
-    if presented:
-        assert presented not in error["message"]  # never echo the key
+    for method, template, body in UNAUTHENTICATED_ROUTES:
+        if isinstance(body, dict):
+            body = {k: v.format(**world.ids) for k, v in body.items()}
+        response = await client.request(
+            method, template.format(**world.ids), headers=headers, json=body
+        )
+        error = assert_envelope(response, 401)
+        assert (error["type"], error["code"]) == ("authentication_error", code), (method, template)
+        if presented:
+            assert presented not in error["message"]  # never echo the key
     assert await owner_view(client, world) == before
 
 
-def _admin_routes(w: World) -> list[tuple[str, str, Any]]:
-    return [
-        ("POST", "/v1/organization/projects", {"name": "hooli"}),
-        ("GET", "/v1/organization/projects", None),
-        ("POST", f"/v1/organization/projects/{w.a.project_id}/api_keys", {"name": "k"}),
-        (
-            "POST",
-            f"/v1/fine_tuning/checkpoints/{w.checkpoint}/permissions",
-            {"project_ids": [w.b.project_id]},
-        ),
-        ("GET", f"/v1/fine_tuning/checkpoints/{w.checkpoint}/permissions", None),
-        (
-            "DELETE",
-            f"/v1/fine_tuning/checkpoints/{w.checkpoint}/permissions/{w.permission}",
-            None,
-        ),
-    ]
+# Admin-only requests on project A's own objects; `{project}` is A's id, `{b}` is B's.
+ADMIN_ONLY = [
+    ("POST", "/v1/organization/projects", {"name": "hooli"}),
+    ("GET", "/v1/organization/projects", None),
+    ("POST", "/v1/organization/projects/{project}/api_keys", {"name": "k"}),
+    ("POST", "/v1/fine_tuning/checkpoints/{checkpoint}/permissions", {"project_ids": ["{b}"]}),
+    ("GET", "/v1/fine_tuning/checkpoints/{checkpoint}/permissions", None),
+    ("DELETE", "/v1/fine_tuning/checkpoints/{checkpoint}/permissions/{permission}", None),
+]
 
 
-@pytest.mark.parametrize("index", range(6))
-async def test_non_admin_key_is_403_on_admin_routes(client, world, index):
-    method, path, body = _admin_routes(world)[index]
+async def send_admin_only(
+    client: httpx.AsyncClient, w: World, tenant: Tenant, method: str, template: str, body: Any
+) -> httpx.Response:
+    names = {**w.ids, "project": w.a.project_id, "b": w.b.project_id}
+    if body is not None and "project_ids" in body:
+        body = {"project_ids": [p.format(**names) for p in body["project_ids"]]}
+    return await client.request(method, template.format(**names), headers=tenant.headers, json=body)
+
+
+@pytest.mark.parametrize(("method", "template", "body"), ADMIN_ONLY, ids=map(_route_id, ADMIN_ONLY))
+async def test_non_admin_key_is_403_on_admin_routes(client, world, method, template, body):
     before = await owner_view(client, world)
-    response = await client.request(method, path, headers=world.a.headers, json=body)
+    response = await send_admin_only(client, world, world.a, method, template, body)
     error = assert_envelope(response, 403)
     assert error["type"] == "permission_error"
     assert error["code"] == "admin_key_required"
@@ -442,6 +463,6 @@ async def test_non_admin_key_is_403_on_admin_routes(client, world, index):
 
 async def test_admin_key_may_use_admin_routes(client, world):
     """The counterpart of the 403s: the same requests succeed with the owner's admin key."""
-    for method, path, body in _admin_routes(world):
-        response = await client.request(method, path, headers=world.a_admin.headers, json=body)
-        assert response.status_code == 200, (method, path, response.text)
+    for method, template, body in ADMIN_ONLY:
+        response = await send_admin_only(client, world, world.a_admin, method, template, body)
+        assert response.status_code == 200, (method, template, response.text)

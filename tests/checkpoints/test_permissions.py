@@ -31,7 +31,8 @@ async def test_grant_lets_another_project_use_the_checkpoint(client, database):
     assert grant["project_id"] == guest.project_id
 
     assert (await client.get(f"/v1/models/{name}", headers=guest.headers)).status_code == 200
-    listed = [m["id"] for m in (await client.get("/v1/models", headers=guest.headers)).json()["data"]]
+    models = (await client.get("/v1/models", headers=guest.headers)).json()["data"]
+    listed = [m["id"] for m in models]
     assert name in listed
     # The guest may train from it, but not delete it.
     file_id = await make_file(client, guest)

@@ -10,6 +10,7 @@ import asyncio
 import re
 import secrets
 import string
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import openai
 import pytest
 from openai import OpenAI
 from openai.types import FileObject
+from openai.types.fine_tuning import FineTuningJob
 
 from service.db import Database
 from service.jobs import service as jobs
@@ -48,9 +50,7 @@ class Deployment:
 
     def client(self, key: str | None = None) -> OpenAI:
         """Return an SDK client for `key` (the admin key by default); close it after use."""
-        return OpenAI(
-            base_url=self.server.api_url, api_key=key or self.admin_key, max_retries=0
-        )
+        return OpenAI(base_url=self.server.api_url, api_key=key or self.admin_key, max_retries=0)
 
     def create_project(self, name: str) -> Tenant:
         """Create a project and a (non-admin) key for it through the admin API."""
@@ -80,6 +80,8 @@ def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
     )
     with serve(tmp_path, env) as server:
         yield Deployment(server=server, database_url=database_url, admin_key=admin_key)
+        # Shown by pytest when the test failed: the server's warnings and tracebacks.
+        sys.stderr.write(server.stderr())
 
 
 @pytest.fixture
@@ -169,7 +171,9 @@ def test_files_round_trip(sdk: OpenAI) -> None:
     assert training.status == "processed"
     assert training._request_id is not None and training._request_id.startswith("req_")
 
-    notes = sdk.files.create(file=("notes.txt", b"private notes", "text/plain"), purpose="user_data")
+    notes = sdk.files.create(
+        file=("notes.txt", b"private notes", "text/plain"), purpose="user_data"
+    )
 
     assert [f.id for f in sdk.files.list()] == [notes.id, training.id]
     assert [f.id for f in sdk.files.list(purpose="fine-tune")] == [training.id]
@@ -199,6 +203,29 @@ def test_files_round_trip(sdk: OpenAI) -> None:
     assert [f.id for f in sdk.files.list()] == [notes.id]
 
 
+def test_file_expiry(sdk: OpenAI) -> None:
+    batch_input = b'{"custom_id": "1", "method": "POST", "url": "/v1/chat/completions"}\n'
+    hour = sdk.files.create(
+        file=("hour.jsonl", batch_input, "application/jsonl"),
+        purpose="batch",
+        expires_after={"anchor": "created_at", "seconds": 3600},
+    )
+    assert hour.expires_at == hour.created_at + 3600
+    # Batch files expire after 30 days unless told otherwise; other purposes never do.
+    batch = sdk.files.create(
+        file=("batch.jsonl", batch_input, "application/jsonl"), purpose="batch"
+    )
+    assert batch.expires_at == batch.created_at + 30 * 24 * 3600
+    assert upload_training_file(sdk).expires_at is None
+    with pytest.raises(openai.BadRequestError) as too_short:
+        sdk.files.create(
+            file=("minute.jsonl", batch_input, "application/jsonl"),
+            purpose="batch",
+            expires_after={"anchor": "created_at", "seconds": 60},
+        )
+    assert too_short.value.param == "expires_after.seconds"
+
+
 # ---------------------------------------------------------------- jobs and their events
 
 
@@ -225,10 +252,18 @@ def test_job_controls_and_paged_events(sdk: OpenAI) -> None:
     assert job.method is not None and job.method.type == "supervised"
     assert job._request_id is not None and job._request_id.startswith("req_")
 
-    other = sdk.fine_tuning.jobs.create(model=BASE, training_file=training.id)
+    other = sdk.fine_tuning.jobs.create(
+        model=BASE,
+        training_file=training.id,
+        metadata={"team": "sales", "ticket": ""},
+        integrations=[{"type": "wandb", "wandb": {"project": "emails"}}],
+    )
+    assert other.integrations is not None and other.integrations[0].wandb.project == "emails"
     assert [j.id for j in sdk.fine_tuning.jobs.list()] == [other.id, job.id]
     assert [j.id for j in sdk.fine_tuning.jobs.list(limit=1)] == [other.id, job.id]
     assert [j.id for j in sdk.fine_tuning.jobs.list(metadata={"team": "support"})] == [job.id]
+    assert [j.id for j in sdk.fine_tuning.jobs.list(metadata={"ticket": ""})] == [other.id]
+    assert sdk.fine_tuning.jobs.list(metadata={"team": "nobody"}).data == []
     assert sdk.fine_tuning.jobs.retrieve(job.id).model_dump() == job.model_dump()
 
     assert sdk.fine_tuning.jobs.pause(job.id).status == "paused"
@@ -266,17 +301,28 @@ def test_job_controls_and_paged_events(sdk: OpenAI) -> None:
 # ---------------------------------------------------------------- trained models and sharing
 
 
-def test_trained_model_checkpoints_sharing_and_models(
-    deployment: Deployment, sdk: OpenAI
-) -> None:
-    training = upload_training_file(sdk)
-    job = sdk.fine_tuning.jobs.create(model=BASE, training_file=training.id, suffix="support")
+def train(deployment: Deployment, client: OpenAI, *, suffix: str) -> FineTuningJob:
+    """Create a job and let the engine train it: 12 steps, a checkpoint every third step."""
+    job = client.fine_tuning.jobs.create(
+        model=BASE, training_file=upload_training_file(client).id, suffix=suffix
+    )
     asyncio.run(play_engine(deployment.database_url, job.id, steps=12, checkpoints={3, 6, 9, 12}))
+    return client.fine_tuning.jobs.retrieve(job.id)
 
-    done = sdk.fine_tuning.jobs.retrieve(job.id)
+
+def test_trained_model_and_its_checkpoints(deployment: Deployment, sdk: OpenAI) -> None:
+    done = train(deployment, sdk, suffix="support")
     assert done.status == "succeeded"
+    with pytest.raises(openai.BadRequestError) as finished:
+        sdk.fine_tuning.jobs.cancel(done.id)
+    assert finished.value.code == "job_not_cancellable"
+    with pytest.raises(openai.BadRequestError) as not_running:
+        sdk.fine_tuning.jobs.pause(done.id)
+    assert not_running.value.code == "job_not_pausable"
     assert done.trained_tokens == TRAINED_TOKENS
     assert done.finished_at is not None
+    assert done.estimated_finish is None
+    assert done.error is None
     assert (
         done.hyperparameters.n_epochs,
         done.hyperparameters.batch_size,
@@ -287,27 +333,26 @@ def test_trained_model_checkpoints_sharing_and_models(
     assert re.fullmatch(rf"ft:{SNAPSHOT}:{ORGANIZATION}:support:[0-9A-Za-z]{{8}}", model)
 
     # Only the last three checkpoints are kept, newest first; each name has its own id segment.
-    checkpoints = sdk.fine_tuning.jobs.checkpoints.list(job.id)
+    checkpoints = sdk.fine_tuning.jobs.checkpoints.list(done.id)
     assert [c.step_number for c in checkpoints.data] == [12, 9, 6]
     for checkpoint in checkpoints.data:
         assert checkpoint.id.startswith("ftckpt_")
         assert checkpoint.object == "fine_tuning.job.checkpoint"
-        assert checkpoint.fine_tuning_job_id == job.id
+        assert checkpoint.fine_tuning_job_id == done.id
         assert re.fullmatch(
             rf"ft:{SNAPSHOT}:{ORGANIZATION}:support:[0-9A-Za-z]{{8}}:ckpt-step-"
             rf"{checkpoint.step_number}",
             checkpoint.fine_tuned_model_checkpoint,
         )
+        assert not checkpoint.fine_tuned_model_checkpoint.startswith(f"{model}:")
         assert checkpoint.metrics.step == checkpoint.step_number
-        assert checkpoint.metrics.train_loss == step_metrics(checkpoint.step_number, 12)[
-            "train_loss"
-        ]
-    paged = sdk.fine_tuning.jobs.checkpoints.list(job.id, limit=2)
+        expected = step_metrics(checkpoint.step_number, 12)
+        assert checkpoint.metrics.train_loss == expected["train_loss"]
+    paged = sdk.fine_tuning.jobs.checkpoints.list(done.id, limit=2)
     assert paged.has_more is True
     assert [c.id for c in paged] == [c.id for c in checkpoints.data]
-    shared_name = checkpoints.data[0].fine_tuned_model_checkpoint
 
-    events = sdk.fine_tuning.jobs.list_events(job.id, limit=100).data
+    events = sdk.fine_tuning.jobs.list_events(done.id, limit=100).data
     assert events[0].message == "The job has successfully completed"
     assert f"New fine-tuned model created: {model}" in [e.message for e in events]
     metrics = [e for e in events if e.type == "metrics"]
@@ -315,65 +360,20 @@ def test_trained_model_checkpoints_sharing_and_models(
     assert metrics[0].message == "Step 12/12: training loss=0.08"
     assert metrics[0].data is not None and metrics[0].data["step"] == 12
 
-    # The owner sees its fine-tuned model next to the base models.
+    # The owner sees its fine-tuned model next to the base models, and may use its checkpoints.
     assert {SNAPSHOT, model} <= set(model_ids(sdk))
     retrieved = sdk.models.retrieve(model)
-    assert (retrieved.id, retrieved.object, retrieved.owned_by) == (
-        model, "model", done.organization_id
-    )
+    assert retrieved.id == model
+    assert retrieved.object == "model"
+    assert retrieved.owned_by == done.organization_id
     assert retrieved.shutdown_date == SHUTDOWN_DATE
-    assert sdk.models.retrieve(shared_name).id == shared_name
-
-    partner = deployment.create_project("partner")
-    with deployment.client(partner.key) as partner_sdk:
-        assert shared_name not in model_ids(partner_sdk)
-        with pytest.raises(openai.NotFoundError):
-            partner_sdk.models.retrieve(shared_name)
-
-        permissions = sdk.fine_tuning.checkpoints.permissions
-        granted = permissions.create(shared_name, project_ids=[partner.project_id])
-        assert len(granted.data) == 1
-        grant = granted.data[0]
-        assert grant.id.startswith("cp_")
-        assert (grant.object, grant.project_id) == ("checkpoint.permission", partner.project_id)
-        with pytest.warns(DeprecationWarning):
-            listed = permissions.retrieve(shared_name)
-        assert [p.id for p in listed.data] == [grant.id]
-        assert [p.id for p in permissions.list(shared_name)] == [grant.id]
-
-        # The partner now sees and may use the checkpoint, but not the owner's final model.
-        partner_models = model_ids(partner_sdk)
-        assert shared_name in partner_models
-        assert model not in partner_models
-        seen = partner_sdk.models.retrieve(shared_name)
-        assert (seen.id, seen.owned_by, seen.shutdown_date) == (
-            shared_name, done.organization_id, SHUTDOWN_DATE
-        )
-        with pytest.raises(openai.NotFoundError):
-            partner_sdk.models.retrieve(model)
-        continued = partner_sdk.fine_tuning.jobs.create(
-            model=shared_name, training_file=upload_training_file(partner_sdk).id
-        )
-        assert continued.model == shared_name
-
-        # Sharing needs an admin key.
-        with pytest.raises(openai.PermissionDeniedError) as not_admin:
-            partner_sdk.fine_tuning.checkpoints.permissions.create(
-                shared_name, project_ids=[partner.project_id]
-            )
-        assert not_admin.value.code == "admin_key_required"
-
-        revoked = permissions.delete(grant.id, fine_tuned_model_checkpoint=shared_name)
-        assert (revoked.id, revoked.object, revoked.deleted) == (
-            grant.id, "checkpoint.permission", True
-        )
-        assert permissions.list(shared_name).data == []
-        assert shared_name not in model_ids(partner_sdk)
-        with pytest.raises(openai.NotFoundError):
-            partner_sdk.models.retrieve(shared_name)
+    newest = checkpoints.data[0].fine_tuned_model_checkpoint
+    assert sdk.models.retrieve(newest).id == newest
+    continued = sdk.fine_tuning.jobs.create(model=model, training_file=upload_training_file(sdk).id)
+    assert continued.model == model
 
     deleted = sdk.models.delete(model)
-    assert (deleted.id, deleted.deleted) == (model, True)
+    assert (deleted.id, deleted.object, deleted.deleted) == (model, "model", True)
     assert model not in model_ids(sdk)
     with pytest.raises(openai.NotFoundError) as gone:
         sdk.models.retrieve(model)
@@ -383,13 +383,106 @@ def test_trained_model_checkpoints_sharing_and_models(
     assert base_model.value.code == "model_not_deletable"
 
 
+def test_sharing_a_checkpoint_and_a_model_with_other_projects(
+    deployment: Deployment, sdk: OpenAI
+) -> None:
+    done = train(deployment, sdk, suffix="shared")
+    model = done.fine_tuned_model
+    assert model is not None
+    checkpoint = sdk.fine_tuning.jobs.checkpoints.list(done.id).data[0].fine_tuned_model_checkpoint
+    partner = deployment.create_project("partner")
+    auditor = deployment.create_project("auditor")
+    permissions = sdk.fine_tuning.checkpoints.permissions
+
+    with deployment.client(partner.key) as partner_sdk:
+        assert checkpoint not in model_ids(partner_sdk)
+        with pytest.raises(openai.NotFoundError):
+            partner_sdk.models.retrieve(checkpoint)
+
+        granted = permissions.create(checkpoint, project_ids=[partner.project_id])
+        assert len(granted.data) == 1
+        grant = granted.data[0]
+        assert grant.id.startswith("cp_")
+        assert grant.object == "checkpoint.permission"
+        assert grant.project_id == partner.project_id
+        (audit_grant,) = permissions.create(checkpoint, project_ids=[auditor.project_id]).data
+
+        # The deprecated retrieve and the paginated list show the same grants, newest first.
+        with pytest.warns(DeprecationWarning):
+            listed = permissions.retrieve(checkpoint)
+        assert [p.id for p in listed.data] == [audit_grant.id, grant.id]
+        assert [p.id for p in permissions.list(checkpoint)] == [audit_grant.id, grant.id]
+        assert [p.id for p in permissions.list(checkpoint, limit=1)] == [audit_grant.id, grant.id]
+        assert [p.id for p in permissions.list(checkpoint, order="ascending")] == [
+            grant.id,
+            audit_grant.id,
+        ]
+        only_partner = permissions.list(checkpoint, project_id=partner.project_id)
+        assert [p.id for p in only_partner] == [grant.id]
+
+        # The partner now sees and may train from the checkpoint (its name has colons in the
+        # path), but not the owner's final model.
+        partner_models = model_ids(partner_sdk)
+        assert checkpoint in partner_models
+        assert model not in partner_models
+        seen = partner_sdk.models.retrieve(checkpoint)
+        assert seen.id == checkpoint
+        assert seen.owned_by == done.organization_id
+        assert seen.shutdown_date == SHUTDOWN_DATE
+        with pytest.raises(openai.NotFoundError):
+            partner_sdk.models.retrieve(model)
+        continued = partner_sdk.fine_tuning.jobs.create(
+            model=checkpoint, training_file=upload_training_file(partner_sdk).id
+        )
+        assert continued.model == checkpoint
+        with pytest.raises(openai.PermissionDeniedError) as not_owner:
+            partner_sdk.models.delete(checkpoint)
+        assert not_owner.value.code == "model_not_deletable"
+
+        with pytest.raises(openai.BadRequestError) as unknown_project:
+            permissions.create(checkpoint, project_ids=["proj_doesnotexist"])
+        assert unknown_project.value.param == "project_ids"
+        assert unknown_project.value.code == "project_not_found"
+        with pytest.raises(openai.NotFoundError) as unknown_checkpoint:
+            permissions.create(f"{checkpoint}0", project_ids=[partner.project_id])
+        assert unknown_checkpoint.value.param == "fine_tuned_model_checkpoint"
+
+        # Sharing needs an admin key.
+        with pytest.raises(openai.PermissionDeniedError) as not_admin:
+            partner_sdk.fine_tuning.checkpoints.permissions.create(
+                checkpoint, project_ids=[partner.project_id]
+            )
+        assert not_admin.value.code == "admin_key_required"
+
+        revoked = permissions.delete(grant.id, fine_tuned_model_checkpoint=checkpoint)
+        assert revoked.id == grant.id
+        assert revoked.object == "checkpoint.permission"
+        assert revoked.deleted is True
+        assert [p.id for p in permissions.list(checkpoint)] == [audit_grant.id]
+        assert checkpoint not in model_ids(partner_sdk)
+        with pytest.raises(openai.NotFoundError):
+            partner_sdk.models.retrieve(checkpoint)
+
+    with deployment.client(auditor.key) as auditor_sdk:
+        assert checkpoint in model_ids(auditor_sdk)
+        # A final model can be shared too; deleting it ends the grant.
+        permissions.create(model, project_ids=[auditor.project_id])
+        assert auditor_sdk.models.retrieve(model).id == model
+        assert sdk.models.delete(model).deleted is True
+        assert model not in model_ids(auditor_sdk)
+        with pytest.raises(openai.NotFoundError):
+            auditor_sdk.models.retrieve(model)
+
+
 # ---------------------------------------------------------------- errors
 
 
 def test_errors_map_to_sdk_exceptions(deployment: Deployment, sdk: OpenAI) -> None:
-    with deployment.client("sk-ft-" + _random_key()) as stranger:
-        with pytest.raises(openai.AuthenticationError) as unknown_key:
-            stranger.models.list()
+    with (
+        deployment.client("sk-ft-" + _random_key()) as stranger,
+        pytest.raises(openai.AuthenticationError) as unknown_key,
+    ):
+        stranger.models.list()
     assert unknown_key.value.status_code == 401
     assert unknown_key.value.code == "invalid_api_key"
     assert unknown_key.value.type == "authentication_error"
@@ -402,6 +495,34 @@ def test_errors_map_to_sdk_exceptions(deployment: Deployment, sdk: OpenAI) -> No
     assert unknown_model.value.param == "model"
     assert unknown_model.value.code == "model_not_available"
     assert unknown_model.value.type == "invalid_request_error"
+
+    with pytest.raises(openai.BadRequestError) as unknown_field:
+        sdk.fine_tuning.jobs.create(
+            model=BASE, training_file=training.id, extra_body={"learning_rate": 0.1}
+        )
+    assert unknown_field.value.param == "learning_rate"
+    assert unknown_field.value.code == "unknown_parameter"
+    with pytest.raises(openai.BadRequestError) as wrong_format:
+        sdk.fine_tuning.jobs.create(model=BASE, training_file=training.id, method={"type": "dpo"})
+    assert wrong_format.value.param == "training_file"
+    assert wrong_format.value.code == "invalid_format_for_method"
+    with pytest.raises(openai.BadRequestError) as long_suffix:
+        sdk.fine_tuning.jobs.create(model=BASE, training_file=training.id, suffix="s" * 65)
+    assert long_suffix.value.param == "suffix"
+    with pytest.raises(openai.BadRequestError) as bad_data:
+        upload_training_file(sdk, b'{"messages": []}\nnot json\n')
+    assert bad_data.value.param == "file"
+    with pytest.raises(openai.BadRequestError) as bad_cursor:
+        sdk.fine_tuning.jobs.list(after="ftjob-doesnotexist")
+    assert bad_cursor.value.param == "after"
+    with pytest.raises(openai.NotFoundError) as no_route:
+        sdk.get("/fine_tuning/nothing-here", cast_to=object)
+    assert no_route.value.body == {
+        "message": "Invalid URL (GET /v1/fine_tuning/nothing-here)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
 
     job = sdk.fine_tuning.jobs.create(model=BASE, training_file=training.id)
     partner = deployment.create_project("partner")
@@ -420,16 +541,13 @@ def test_errors_map_to_sdk_exceptions(deployment: Deployment, sdk: OpenAI) -> No
             partner_sdk.files.retrieve(training.id)
         with pytest.raises(openai.BadRequestError) as foreign_file:
             partner_sdk.fine_tuning.jobs.create(model=BASE, training_file=training.id)
-        assert (foreign_file.value.param, foreign_file.value.code) == (
-            "training_file", "file_not_found"
-        )
+        assert foreign_file.value.param == "training_file"
+        assert foreign_file.value.code == "file_not_found"
         assert partner_sdk.fine_tuning.jobs.list().data == []
 
         # The admin API refuses project keys.
         with pytest.raises(openai.PermissionDeniedError) as not_admin:
-            partner_sdk.post(
-                "/organization/projects", body={"name": "intruder"}, cast_to=object
-            )
+            partner_sdk.post("/organization/projects", body={"name": "intruder"}, cast_to=object)
         assert not_admin.value.code == "admin_key_required"
 
     assert sdk.fine_tuning.jobs.retrieve(job.id).status == "queued"

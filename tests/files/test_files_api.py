@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.models.registry import ModelRegistry
+from service.models.registry import ALL_METHODS, BaseModel, ModelRegistry
 from service.settings import Settings
 from tests.factories import (
     Tenant,
@@ -239,7 +239,11 @@ async def test_cursor_pagination_walks_every_file_once(client, tenant, order):
 
     empty = await list_files(client, tenant, order=order, after=expected[-1])
     assert empty == {
-        "object": "list", "data": [], "has_more": False, "first_id": None, "last_id": None
+        "object": "list",
+        "data": [],
+        "has_more": False,
+        "first_id": None,
+        "last_id": None,
     }
 
 
@@ -299,27 +303,35 @@ async def test_expires_after_sets_expires_at(client, tenant, seconds):
 
 
 @pytest.mark.parametrize(
-    ("fields", "param"),
+    ("anchor", "seconds", "param"),
     [
-        ({"expires_after[anchor]": "last_active_at", "expires_after[seconds]": "3600"},
-         "expires_after.anchor"),
-        ({"expires_after[seconds]": "3600"}, "expires_after.anchor"),
-        ({"expires_after[anchor]": "created_at"}, "expires_after.seconds"),
-        ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "3599"},
-         "expires_after.seconds"),
-        ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "2592001"},
-         "expires_after.seconds"),
-        ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "an hour"},
-         "expires_after.seconds"),
-        ({"expires_after[anchor]": "created_at", "expires_after[seconds]": "-3600"},
-         "expires_after.seconds"),
+        ("last_active_at", "3600", "expires_after.anchor"),
+        (None, "3600", "expires_after.anchor"),
+        ("created_at", None, "expires_after.seconds"),
+        ("created_at", "3599", "expires_after.seconds"),
+        ("created_at", "2592001", "expires_after.seconds"),
+        ("created_at", "an hour", "expires_after.seconds"),
+        ("created_at", "-3600", "expires_after.seconds"),
+        ("created_at", "\u00b2", "expires_after.seconds"),  # str.isdigit() says yes
     ],
-    ids=["bad-anchor", "no-anchor", "no-seconds", "too-short", "too-long", "not-a-number",
-         "negative"],
+    ids=[
+        "bad-anchor",
+        "no-anchor",
+        "no-seconds",
+        "too-short",
+        "too-long",
+        "not-a-number",
+        "negative",
+        "superscript-digit",
+    ],
 )
-async def test_expires_after_is_validated(client, tenant, settings, fields, param):
-    response = await upload_fields(client, tenant, {"purpose": "batch", **fields}, b"x")
-    error = assert_envelope(response, 400)
+async def test_expires_after_is_validated(client, tenant, settings, anchor, seconds, param):
+    fields = {"purpose": "batch"}
+    if anchor is not None:
+        fields["expires_after[anchor]"] = anchor
+    if seconds is not None:
+        fields["expires_after[seconds]"] = seconds
+    error = assert_envelope(await upload_fields(client, tenant, fields, b"x"), 400)
     assert error["param"] == param
     await assert_nothing_stored(client, tenant, settings)
 
@@ -328,8 +340,11 @@ async def test_expired_file_behaves_as_deleted(client, tenant, monkeypatch):
     response = await upload_fields(
         client,
         tenant,
-        {"purpose": "batch", "expires_after[anchor]": "created_at",
-         "expires_after[seconds]": "3600"},
+        {
+            "purpose": "batch",
+            "expires_after[anchor]": "created_at",
+            "expires_after[seconds]": "3600",
+        },
         b"x",
     )
     file_id = response.json()["id"]
@@ -349,8 +364,8 @@ async def test_expired_file_behaves_as_deleted(client, tenant, monkeypatch):
 # ---------------------------------------------------------------- malformed training data
 
 
-def _utf16_file() -> bytes:
-    return chat_file().decode("utf-8").encode("utf-16")
+def _utf16_file(encoding: str = "utf-16") -> bytes:
+    return chat_file().decode("utf-8").encode(encoding)
 
 
 def _no_assistant_on_line_5() -> bytes:
@@ -379,6 +394,14 @@ MALFORMED = [
         id="bad-utf8",
     ),
     pytest.param(_utf16_file(), 1, "invalid_encoding", id="utf16-file"),
+    pytest.param(_utf16_file("utf-16-le"), 1, "invalid_encoding", id="utf16-file-without-bom"),
+    pytest.param(
+        # Lines 2 and 4 are blank, the 12 examples end on line 14: the bad line is line 15.
+        chat_file(12).replace(b"\n", b"\n\n", 2) + b"{oops\n",
+        15,
+        "invalid_json",
+        id="line-numbers-count-blank-lines",
+    ),
     pytest.param(_unknown_role_on_line_3(), 3, "unrecognized_role", id="unknown-role"),
     pytest.param(
         _no_assistant_on_line_5(), 5, "example_missing_assistant_message", id="no-assistant"
@@ -427,6 +450,24 @@ async def test_ten_examples_are_enough(client, tenant):
 
 
 @pytest.mark.parametrize(
+    "content",
+    [
+        chat_file().replace(b"\n", b"\r\n"),
+        b"\xef\xbb\xbf" + chat_file(),
+        chat_file().rstrip(b"\n"),
+        b"\n" + chat_file().replace(b"\n", b"\n\n"),
+    ],
+    ids=["crlf", "utf8-bom", "no-final-newline", "blank-lines"],
+)
+async def test_common_text_variants_are_accepted(client, tenant, content):
+    created = await upload_ok(client, tenant, content)
+    assert created["format"] == "chat"
+    assert created["bytes"] == len(content)
+    downloaded = await client.get(f"/v1/files/{created['id']}/content", headers=tenant.headers)
+    assert downloaded.content == content
+
+
+@pytest.mark.parametrize(
     ("sent", "kept"),
     [("../../etc/evil.jsonl", "evil.jsonl"), ("C:\\Users\\me\\train.jsonl", "train.jsonl")],
 )
@@ -441,7 +482,10 @@ async def test_purpose_after_the_file_part_still_parses(client, tenant, settings
     response = await client.post(
         "/v1/files",
         headers=tenant.headers,
-        files=[("file", ("train.jsonl", bad, "application/jsonl")), ("purpose", (None, "fine-tune"))],
+        files=[
+            ("file", ("train.jsonl", bad, "application/jsonl")),
+            ("purpose", (None, "fine-tune")),
+        ],
     )
     error = assert_envelope(response, 400)
     assert "Line 2" in error["message"]
@@ -466,6 +510,46 @@ async def test_bad_form_is_refused_with_param(client, tenant, settings, fields, 
     error = assert_envelope(await upload_fields(client, tenant, fields, content), 400)
     assert error["param"] == param
     assert error["type"] == "invalid_request_error"
+    await assert_nothing_stored(client, tenant, settings)
+
+
+def _raw(*parts: bytes, end: bool = True) -> bytes:
+    """A multipart body with boundary `bnd` from already framed parts."""
+    body = b"".join(b"--bnd\r\n" + part + b"\r\n" for part in parts)
+    return body + (b"--bnd--\r\n" if end else b"")
+
+
+_PURPOSE = b'Content-Disposition: form-data; name="purpose"\r\n\r\nbatch'
+_FILE = b'Content-Disposition: form-data; name="file"; filename="x.bin"\r\n\r\nhello'
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (_raw(_PURPOSE, _PURPOSE, _FILE), "purpose"),
+        (_raw(_PURPOSE, _FILE, _FILE), "file"),
+        (_raw(_PURPOSE, _FILE.replace(b'"file"', b'"data"')), "data"),
+        (_raw(_PURPOSE.replace(b"batch", b"b" * 5000), _FILE), "purpose"),
+        (_raw(_PURPOSE, _FILE, end=False)[:-2], "file"),
+        (b"this is not multipart at all", None),
+    ],
+    ids=[
+        "purpose-twice",
+        "two-files",
+        "file-under-other-name",
+        "huge-field",
+        "truncated",
+        "garbage",
+    ],
+)
+async def test_broken_multipart_is_refused(client, tenant, settings, body, param):
+    response = await client.post(
+        "/v1/files",
+        headers={**tenant.headers, "Content-Type": "multipart/form-data; boundary=bnd"},
+        content=body,
+    )
+    error = assert_envelope(response, 400)
+    assert error["param"] == param
     await assert_nothing_stored(client, tenant, settings)
 
 
@@ -588,6 +672,57 @@ async def test_check_method_mismatch_is_invalid(client, tenant):
     assert report["errors"][0]["code"] == "invalid_format_for_method"
 
 
+FILES_BY_FORMAT = {
+    "chat": chat_file(),
+    "preference": jsonl([preference_example(i) for i in range(10)]),
+    "reinforcement": jsonl([reinforcement_example(i) for i in range(10)]),
+}
+METHOD_FORMAT = {"supervised": "chat", "dpo": "preference", "reinforcement": "reinforcement"}
+# A base model that accepts every method, so that only the file can be wrong.
+ANY_METHOD_MODEL = BaseModel(
+    id="any-method-test-model",
+    engine="upstream",
+    methods=ALL_METHODS,
+    max_tokens_per_example=65_536,
+    tokenizer="tiktoken:o200k_base",
+    created=0,
+)
+
+
+@pytest.mark.parametrize(
+    ("file_format", "method"),
+    [
+        (fmt, method)
+        for fmt in FILES_BY_FORMAT
+        for method, needed in METHOD_FORMAT.items()
+        if needed != fmt
+    ],
+)
+async def test_check_for_another_method_reports_the_format_mismatch(
+    client, tenant, registry, file_format, method
+):
+    """Like job creation, the check names the mismatch instead of judging the lines by the
+    other format's rules."""
+    registry.add(ANY_METHOD_MODEL)
+    file_id = (await upload_ok(client, tenant, FILES_BY_FORMAT[file_format]))["id"]
+    response = await check(client, tenant, file_id, method=method, model=ANY_METHOD_MODEL.id)
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["valid"] is False
+    assert report["format"] == file_format
+    assert report["errors"][0]["code"] == "invalid_format_for_method"
+    assert report["n_errors"] == 1, report["errors"]
+
+
+async def test_check_for_a_method_the_model_cannot_train_is_400(client, tenant):
+    """gpt-4o-mini has no reinforcement fine-tuning: say so, as job creation does."""
+    file_id = (await upload_ok(client, tenant, FILES_BY_FORMAT["reinforcement"]))["id"]
+    response = await check(client, tenant, file_id, method="reinforcement", model="gpt-4o-mini")
+    error = assert_envelope(response, 400)
+    assert error["param"] == "method"
+    assert error["code"] == "unsupported_method"
+
+
 async def test_check_preference_file_for_dpo_is_valid(client, tenant):
     content = jsonl([preference_example(i) for i in range(10)])
     file_id = (await upload_ok(client, tenant, content))["id"]
@@ -609,8 +744,14 @@ async def test_check_preference_file_for_dpo_is_valid(client, tenant):
         ({"method": "supervised", "model": "gpt-4o-mini", "n_epochs": 51}, "n_epochs"),
         ({"method": "supervised", "model": "gpt-4o-mini", "seed": 1}, "seed"),
     ],
-    ids=["unknown-model", "no-model", "bad-method", "zero-epochs", "too-many-epochs",
-         "unknown-field"],
+    ids=[
+        "unknown-model",
+        "no-model",
+        "bad-method",
+        "zero-epochs",
+        "too-many-epochs",
+        "unknown-field",
+    ],
 )
 async def test_check_rejects_bad_bodies(client, tenant, body, param):
     file_id = (await upload_ok(client, tenant, chat_file()))["id"]

@@ -50,7 +50,10 @@ def n(text: str) -> int:
 
 def email_messages() -> list[dict[str, Any]]:
     return [
-        {"role": "system", "content": "Tu rédiges des e-mails professionnels pour le service sales."},
+        {
+            "role": "system",
+            "content": "Tu rédiges des e-mails professionnels pour le service sales.",
+        },
         {"role": "user", "content": TEXTS[0]},
         {"role": "assistant", "content": TEXTS[1]},
     ]
@@ -87,9 +90,9 @@ def test_name_costs_one_more_token() -> None:
     messages = email_messages()
     messages[1]["name"] = "romain"
     assert COUNTER.count_example(messages) == cookbook_count(messages)
-    assert COUNTER.count_example(messages) == COUNTER.count_example(email_messages()) + n(
-        "romain"
-    ) + 1
+    assert (
+        COUNTER.count_example(messages) == COUNTER.count_example(email_messages()) + n("romain") + 1
+    )
 
 
 def test_text_parts_and_images() -> None:
@@ -98,7 +101,7 @@ def test_text_parts_and_images() -> None:
         {"type": "image_url", "image_url": {"url": "https://example.fr/colis.jpg"}},
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA", "detail": "low"}},
     ]
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": parts},
         {"role": "assistant", "content": "Nous sommes désolés."},
     ]
@@ -124,7 +127,7 @@ def test_tool_calls_function_call_and_definitions() -> None:
         }
     ]
     functions = [{"name": "legacy_lookup", "parameters": {"type": "object"}}]
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"role": "user", "content": "Où en est ma commande FR-2291 ?"},
         {
             "role": "assistant",
@@ -180,6 +183,32 @@ def test_batch_counts_equal_single_counts() -> None:
     assert count_examples(COUNTER, examples) == expected
 
 
+def test_repeated_texts_are_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = TiktokenCounter(O200K)
+    encoded: list[str] = []
+    real = counter._encode_lengths
+
+    def spy(texts: list[str]) -> list[int]:
+        encoded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(counter, "_encode_lengths", spy)
+    prompt = "Tu rédiges des e-mails professionnels clairs et courtois."
+    assert counter.text_lengths([prompt, "Bonjour", prompt]) == [n(prompt), n("Bonjour"), n(prompt)]
+    assert counter.text_lengths([prompt, "Merci"]) == [n(prompt), n("Merci")]
+    assert encoded == [prompt, "Bonjour", "Merci"]
+
+
+def test_count_cache_stays_bounded() -> None:
+    counter = TiktokenCounter(O200K)
+    counter.text_lengths([f"ligne {i}" for i in range(3000)])
+    counter.text_lengths(["x" * 5000])  # too long to be cached
+    assert len(counter._cache) <= 1024 + 3000
+    counter.text_lengths([f"autre {i}" for i in range(10)])
+    assert len(counter._cache) <= 10
+    assert "x" * 5000 not in counter._cache
+
+
 def test_text_lengths_fall_back_when_a_text_holds_the_separator() -> None:
     texts = ["avant <|endoftext|> après", "fin"]
     assert COUNTER.text_lengths(texts) == [n(texts[0]), n(texts[1])]
@@ -188,14 +217,14 @@ def test_text_lengths_fall_back_when_a_text_holds_the_separator() -> None:
 @settings(database=None, max_examples=200, deadline=None)
 @given(st.lists(st.text(alphabet=st.sampled_from(" \n\t\r.,'é😀aZ9-<|>"), max_size=12)))
 def test_joined_encoding_counts_each_text_exactly(texts: list[str]) -> None:
-    assert COUNTER.text_lengths(texts) == [n(text) for text in texts]
+    assert TiktokenCounter(O200K).text_lengths(texts) == [n(text) for text in texts]
 
 
 @settings(database=None, max_examples=100, deadline=None)
 @given(st.lists(st.text(max_size=30), max_size=8))
 def test_joined_encoding_counts_any_unicode_exactly(texts: list[str]) -> None:
     expected = [len(O200K.encode_ordinary(text)) for text in texts]
-    assert COUNTER.text_lengths(texts) == expected
+    assert TiktokenCounter(O200K).text_lengths(texts) == expected
 
 
 # --- offline loading ---------------------------------------------------------------------------
@@ -218,9 +247,7 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TIKTOKEN_CACHE_DIR", raising=False)
 
 
-@pytest.mark.parametrize(
-    ("name", "n_vocab"), [("o200k_base", 200_019), ("cl100k_base", 100_277)]
-)
+@pytest.mark.parametrize(("name", "n_vocab"), [("o200k_base", 200_019), ("cl100k_base", 100_277)])
 def test_load_encoding_works_offline(
     offline: None, tmp_path: Path, name: str, n_vocab: int
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -123,18 +124,7 @@ async def create_file(
         format=parsed.format if parsed else None,
         stats=parsed.stats if parsed else None,
     )
-    destination = content_path(files_dir, row.id)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # Content first, then the row: a failed commit removes the content again, so neither a
-    # row without content nor content without a row survives.
-    upload.move_to(destination)
-    session.add(row)
-    try:
-        await session.commit()
-    except BaseException:
-        destination.unlink(missing_ok=True)
-        raise
-    return row
+    return await _store(session, row, files_dir, upload.move_to)
 
 
 async def create_file_from_bytes(
@@ -156,11 +146,23 @@ async def create_file_from_bytes(
         purpose=purpose,
         sha256=hashlib.sha256(content).hexdigest(),
     )
+
+    def write(destination: Path) -> None:
+        tmp = destination.with_suffix(".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(destination)
+
+    return await _store(session, row, files_dir, write)
+
+
+async def _store(
+    session: AsyncSession, row: File, files_dir: Path, place: Callable[[Path], None]
+) -> File:
     destination = content_path(files_dir, row.id)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    tmp = destination.with_suffix(".tmp")
-    tmp.write_bytes(content)
-    tmp.replace(destination)
+    # Content first, then the row: a failed commit removes the content again, so neither a
+    # row without content nor content without a row survives.
+    place(destination)
     session.add(row)
     try:
         await session.commit()

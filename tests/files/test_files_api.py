@@ -296,10 +296,21 @@ async def test_expires_after_sets_expires_at(client, tenant, seconds):
     )
     assert response.status_code == 200, response.text
     created = response.json()
-    # Allow the clock to tick between computing the expiry and stamping created_at.
-    assert abs(created["expires_at"] - (created["created_at"] + seconds)) <= 1
+    assert created["expires_at"] == created["created_at"] + seconds
     listed = await list_files(client, tenant)
     assert listed["data"][0]["expires_at"] == created["expires_at"]
+
+
+@pytest.mark.parametrize(
+    ("purpose", "lifetime"),
+    [("batch", 30 * 24 * 3600), ("fine-tune", None), ("user_data", None)],
+)
+async def test_default_expiry_by_purpose(client, tenant, purpose, lifetime):
+    """Batch files expire after 30 days unless told otherwise; other purposes persist."""
+    content = chat_file() if purpose == "fine-tune" else b"x"
+    created = await upload_ok(client, tenant, content, purpose=purpose)
+    expected = None if lifetime is None else created["created_at"] + lifetime
+    assert created["expires_at"] == expected
 
 
 @pytest.mark.parametrize(
@@ -313,6 +324,7 @@ async def test_expires_after_sets_expires_at(client, tenant, seconds):
         ("created_at", "an hour", "expires_after.seconds"),
         ("created_at", "-3600", "expires_after.seconds"),
         ("created_at", "\u00b2", "expires_after.seconds"),  # str.isdigit() says yes
+        ("created_at", "\uff13\uff16\uff10\uff10", "expires_after.seconds"),  # full-width 3600
     ],
     ids=[
         "bad-anchor",
@@ -323,6 +335,7 @@ async def test_expires_after_sets_expires_at(client, tenant, seconds):
         "not-a-number",
         "negative",
         "superscript-digit",
+        "full-width-digits",
     ],
 )
 async def test_expires_after_is_validated(client, tenant, settings, anchor, seconds, param):

@@ -158,6 +158,8 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
     for router in (files_router, jobs_router, checkpoints_router, models_router, projects_router):
         app.include_router(router)
 
+    # HEAD is answered too (load balancers use it); the document lists GET only.
+    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz", tags=["Health"], operation_id="health", summary="Liveness check")
     async def health() -> dict[str, Any]:
         """Answer 200 when the process serves requests."""

@@ -173,8 +173,9 @@ async def get_model(
 ) -> ModelObject:
     """Return one model the project can use, or raise NotFound."""
     base = registry.resolve(name)
-    if base is not None and base.id == name:
-        return _base_object(base)
+    if base is not None:
+        # An alias (gpt-4o-mini) answers as itself, as OpenAI's models API does.
+        return _base_object(base).model_copy(update={"id": name})
     derived = await visible_derived(session, project_id, name)
     if derived is None:
         raise NotFound(

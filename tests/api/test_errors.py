@@ -368,3 +368,8 @@ async def test_docs_page(client):
     assert response.status_code == 200
     assert "text/html" in response.headers["content-type"]
     assert "/openapi.json" in response.text
+
+
+async def test_healthz_answers_head_for_load_balancers(client):
+    response = await client.head("/healthz")
+    assert response.status_code == 200

@@ -60,3 +60,11 @@ async def test_continue_training_from_a_fine_tuned_model_or_checkpoint(client, d
         json={"model": model, "training_file": "file-x"},
     )
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "model"
+
+
+async def test_an_alias_answers_as_itself(client, database):
+    tenant = await make_tenant(database)
+    response = await client.get("/v1/models/gpt-4o-mini", headers=tenant.headers)
+    assert response.status_code == 200
+    assert response.json()["id"] == "gpt-4o-mini"
+    assert response.json()["shutdown_date"] == "2027-01-14"

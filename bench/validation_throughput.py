@@ -241,7 +241,8 @@ def main() -> int:
         e, w, p = r["examples_per_s"], r["wall_s"], r["peak_rss_mib"]
         print(f"  {m:8s} {e['median']:>10,.0f} ex/s ({e['min']:,.0f}-{e['max']:,.0f})  "
               f"{w['median']:6.2f} s wall  {r['cpu_s']['median']:6.2f} s CPU  "
-              f"peak RSS {p['median']:7.1f} MiB")
+              f"peak RSS {p['median']:7.1f} MiB "
+              f"(+{p['median'] - r['rss_before_work_mib']['median']:.1f} during the check)")
     for name, ratio in ratios.items():
         print(f"  {name}: {ratio}x")
     for problem in problems:

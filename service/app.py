@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
-from service.errors import APIError, error_envelope
+from service.errors import APIError, ErrorResponse, error_envelope
 from service.files.router import router as files_router
 from service.idempotency import IdempotencyMiddleware
 from service.jobs.router import router as jobs_router
@@ -117,6 +118,40 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid request (the envelope names `param`)."},
+    401: {"model": ErrorResponse, "description": "Missing or unknown API key."},
+    403: {"model": ErrorResponse, "description": "The key may not do this."},
+    404: {"model": ErrorResponse, "description": "No such object in your project."},
+    409: {"model": ErrorResponse, "description": "Conflicts with the object's state."},
+}
+
+
+def _openapi_document(app: FastAPI) -> dict[str, Any]:
+    """Describe errors as they really are: OpenAI's envelope, never FastAPI's 422 shape."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title,
+        version=app.version,
+        description=app.description,
+        routes=app.routes,
+        tags=TAGS,
+    )
+    for operations in schema["paths"].values():
+        for operation in operations.values():
+            operation["responses"].pop("422", None)
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schema["components"]["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key."}
+    }
+    schema["security"] = [{"bearerAuth": []}]
+    app.openapi_schema = schema
+    return schema
+
+
 def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> FastAPI:
     """Build the application; the database must already be migrated (see `service migrate`)."""
 
@@ -156,7 +191,8 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
     app.state.registry = registry or ModelRegistry()
     _install_error_handlers(app)
     for router in (files_router, jobs_router, checkpoints_router, models_router, projects_router):
-        app.include_router(router)
+        app.include_router(router, responses=_ERROR_RESPONSES)
+    app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
 
     # HEAD is answered too (load balancers use it); the document lists GET only.
     @app.head("/healthz", include_in_schema=False)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
+
 
 class APIError(Exception):
     """An error that reaches the client as OpenAI's error envelope."""
@@ -86,3 +88,18 @@ def error_envelope(
 ) -> dict[str, Any]:
     """Build OpenAI's error body."""
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+class ErrorDetail(BaseModel):
+    """The body of an error: a human message and machine-readable type, param and code."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope, used for every error status."""
+
+    error: ErrorDetail

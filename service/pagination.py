@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select
@@ -33,7 +33,7 @@ class ListPage(BaseModel, Generic[T]):
     last_id: str | None = None
 
     @classmethod
-    def of(cls, items: Sequence[Any], *, has_more: bool = False) -> ListPage[T]:
+    def of(cls, items: Sequence[Any], *, has_more: bool = False) -> Self:
         """Wrap wire objects, filling first_id and last_id from their ids."""
         return cls(
             data=list(items),

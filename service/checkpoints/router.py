@@ -7,9 +7,13 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from service.checkpoints import service
-from service.checkpoints.schemas import PermissionCreate, PermissionDeleted, PermissionObject
+from service.checkpoints.schemas import (
+    PermissionCreate,
+    PermissionDeleted,
+    PermissionList,
+    PermissionObject,
+)
 from service.deps import AdminDep, SessionDep
-from service.pagination import ListPage
 
 router = APIRouter(prefix="/v1/fine_tuning/checkpoints", tags=["Fine-tuning"])
 
@@ -26,14 +30,14 @@ CheckpointName = Annotated[
     "/{fine_tuned_model_checkpoint}/permissions",
     operation_id="createFineTuningCheckpointPermission",
     summary="Share a checkpoint with projects",
-    response_model=ListPage[PermissionObject],
+    response_model=PermissionList,
 )
 async def create_fine_tuning_checkpoint_permission(
     fine_tuned_model_checkpoint: CheckpointName,
     body: PermissionCreate,
     caller: AdminDep,
     session: SessionDep,
-) -> ListPage[PermissionObject]:
+) -> PermissionList:
     """Let other projects use one of your fine-tuned models or checkpoints (admin key)."""
     rows = await service.create_permissions(
         session=session,
@@ -41,14 +45,14 @@ async def create_fine_tuning_checkpoint_permission(
         name=fine_tuned_model_checkpoint,
         project_ids=body.project_ids,
     )
-    return ListPage.of([PermissionObject.from_row(r) for r in rows])
+    return PermissionList.of([PermissionObject.from_row(r) for r in rows])
 
 
 @router.get(
     "/{fine_tuned_model_checkpoint}/permissions",
     operation_id="listFineTuningCheckpointPermissions",
     summary="List a checkpoint's permissions",
-    response_model=ListPage[PermissionObject],
+    response_model=PermissionList,
 )
 async def list_fine_tuning_checkpoint_permissions(
     fine_tuned_model_checkpoint: CheckpointName,
@@ -58,7 +62,7 @@ async def list_fine_tuning_checkpoint_permissions(
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     order: Literal["ascending", "descending"] = "descending",
-) -> ListPage[PermissionObject]:
+) -> PermissionList:
     """List the projects a fine-tuned model or checkpoint is shared with (admin key)."""
     rows, has_more = await service.list_permissions(
         session=session,
@@ -69,7 +73,7 @@ async def list_fine_tuning_checkpoint_permissions(
         limit=limit,
         order=order,
     )
-    return ListPage.of([PermissionObject.from_row(r) for r in rows], has_more=has_more)
+    return PermissionList.of([PermissionObject.from_row(r) for r in rows], has_more=has_more)
 
 
 @router.delete(

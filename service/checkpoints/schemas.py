@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.checkpoints.models import CheckpointPermission
+from service.pagination import ListPage
 
 
 class PermissionCreate(BaseModel):
@@ -40,3 +41,7 @@ class PermissionDeleted(BaseModel):
     id: str
     object: Literal["checkpoint.permission"] = "checkpoint.permission"
     deleted: bool = True
+
+
+class PermissionList(ListPage[PermissionObject]):
+    """A page of checkpoint permissions."""

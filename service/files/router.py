@@ -11,10 +11,9 @@ from fastapi.responses import FileResponse
 from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
 from service.files import service
 from service.files.models import File
-from service.files.schemas import FileCheckRequest, FileDeleted, FileObject
+from service.files.schemas import FileCheckRequest, FileDeleted, FileList, FileObject
 from service.files.upload import ReceivedUpload, receive_upload
 from service.models.service import resolve_trainable
-from service.pagination import ListPage
 from service.training_data.report import CheckReport
 
 router = APIRouter(prefix="/v1/files", tags=["Files"])
@@ -93,7 +92,7 @@ async def create_file(
     return FileObject.from_row(row)
 
 
-@router.get("", operation_id="listFiles", summary="List files", response_model=ListPage[FileObject])
+@router.get("", operation_id="listFiles", summary="List files", response_model=FileList)
 async def list_files(
     caller: CallerDep,
     session: SessionDep,
@@ -101,7 +100,7 @@ async def list_files(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
     order: Literal["asc", "desc"] = "desc",
     after: Annotated[str | None, Query(max_length=64)] = None,
-) -> ListPage[FileObject]:
+) -> FileList:
     """List the project's files, newest first unless `order=asc`."""
     rows, has_more = await service.list_files(
         session=session,
@@ -111,7 +110,7 @@ async def list_files(
         limit=limit,
         order=order,
     )
-    return ListPage.of([FileObject.from_row(r) for r in rows], has_more=has_more)
+    return FileList.of([FileObject.from_row(r) for r in rows], has_more=has_more)
 
 
 @router.get(

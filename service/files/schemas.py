@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.files.models import File
 from service.models.registry import Method
+from service.pagination import ListPage
 
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 # Purposes whose contents OpenAI refuses to hand back (reference §1.1).
@@ -71,3 +72,7 @@ class FileCheckRequest(BaseModel):
     n_epochs: int | None = Field(
         default=None, ge=1, le=50, description="Epochs to bill; null applies the auto rule."
     )
+
+
+class FileList(ListPage[FileObject]):
+    """A page of files."""

@@ -11,8 +11,15 @@ from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
 from service.errors import InvalidRequest
 from service.jobs import service
 from service.jobs.models import Job
-from service.jobs.schemas import CheckpointObject, EventObject, JobCreate, JobObject
-from service.pagination import ListPage
+from service.jobs.schemas import (
+    CheckpointList,
+    CheckpointObject,
+    EventList,
+    EventObject,
+    JobCreate,
+    JobList,
+    JobObject,
+)
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["Fine-tuning"])
 
@@ -78,7 +85,7 @@ async def create_fine_tuning_job(
     "",
     operation_id="listFineTuningJobs",
     summary="List fine-tuning jobs",
-    response_model=ListPage[JobObject],
+    response_model=JobList,
 )
 async def list_fine_tuning_jobs(
     request: Request,
@@ -86,7 +93,7 @@ async def list_fine_tuning_jobs(
     session: SessionDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-) -> ListPage[JobObject]:
+) -> JobList:
     """List the project's jobs, newest first; filter with `metadata[key]=value`."""
     metadata, metadata_is_null = _metadata_filter(request)
     rows, has_more = await service.list_jobs(
@@ -97,7 +104,7 @@ async def list_fine_tuning_jobs(
         metadata=metadata,
         metadata_is_null=metadata_is_null,
     )
-    return ListPage.of([JobObject.from_row(r) for r in rows], has_more=has_more)
+    return JobList.of([JobObject.from_row(r) for r in rows], has_more=has_more)
 
 
 @router.get(
@@ -148,33 +155,33 @@ async def resume_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
     "/{fine_tuning_job_id}/events",
     operation_id="listFineTuningEvents",
     summary="List a job's events",
-    response_model=ListPage[EventObject],
+    response_model=EventList,
 )
 async def list_fine_tuning_events(
     job: JobDep,
     session: SessionDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-) -> ListPage[EventObject]:
+) -> EventList:
     """List a job's events, newest first."""
     rows, has_more = await service.list_events(session=session, job=job, after=after, limit=limit)
-    return ListPage.of([EventObject.from_row(r) for r in rows], has_more=has_more)
+    return EventList.of([EventObject.from_row(r) for r in rows], has_more=has_more)
 
 
 @router.get(
     "/{fine_tuning_job_id}/checkpoints",
     operation_id="listFineTuningJobCheckpoints",
     summary="List a job's checkpoints",
-    response_model=ListPage[CheckpointObject],
+    response_model=CheckpointList,
 )
 async def list_fine_tuning_job_checkpoints(
     job: JobDep,
     session: SessionDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-) -> ListPage[CheckpointObject]:
+) -> CheckpointList:
     """List a job's checkpoints, newest first."""
     rows, has_more = await service.list_checkpoints(
         session=session, job=job, after=after, limit=limit
     )
-    return ListPage.of([CheckpointObject.from_row(r) for r in rows], has_more=has_more)
+    return CheckpointList.of([CheckpointObject.from_row(r) for r in rows], has_more=has_more)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.checkpoints.models import Checkpoint
 from service.jobs.models import Job, JobEvent
+from service.pagination import ListPage
 
 Auto = Literal["auto"]
 
@@ -349,3 +350,15 @@ class CheckpointObject(BaseModel):
             step_number=row.step_number,
             metrics=row.metrics,
         )
+
+
+class JobList(ListPage[JobObject]):
+    """A page of fine-tuning jobs, newest first."""
+
+
+class EventList(ListPage[EventObject]):
+    """A page of a job's events, newest first."""
+
+
+class CheckpointList(ListPage[CheckpointObject]):
+    """A page of a job's checkpoints, newest first."""

@@ -7,9 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from service.deps import AdminDep, SessionDep
-from service.pagination import ListPage
 from service.projects import service
-from service.projects.schemas import ApiKeyCreate, ApiKeyObject, ProjectCreate, ProjectObject
+from service.projects.schemas import (
+    ApiKeyCreate,
+    ApiKeyObject,
+    ProjectCreate,
+    ProjectList,
+    ProjectObject,
+)
 
 router = APIRouter(prefix="/v1/organization/projects", tags=["Organization"])
 
@@ -28,12 +33,12 @@ async def create_project(
     "",
     operation_id="listProjects",
     summary="List projects",
-    response_model=ListPage[ProjectObject],
+    response_model=ProjectList,
 )
-async def list_projects(caller: AdminDep, session: SessionDep) -> ListPage[ProjectObject]:
+async def list_projects(caller: AdminDep, session: SessionDep) -> ProjectList:
     """List every project (admin key)."""
     rows = await service.list_projects(session=session)
-    return ListPage.of([ProjectObject.from_row(r) for r in rows])
+    return ProjectList.of([ProjectObject.from_row(r) for r in rows])
 
 
 @router.post(

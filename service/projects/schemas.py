@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.pagination import ListPage
 from service.projects.models import ApiKey, Project
 
 
@@ -67,3 +68,7 @@ class ApiKeyObject(BaseModel):
             redacted_value=row.redacted_value,
             value=value,
         )
+
+
+class ProjectList(ListPage[ProjectObject]):
+    """Every project."""

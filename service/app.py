@@ -21,6 +21,7 @@ from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
 from service.errors import APIError, ErrorResponse, error_envelope
 from service.files.router import router as files_router
+from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
 from service.jobs.router import router as jobs_router
 from service.models.registry import ModelRegistry
@@ -201,9 +202,10 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
         """Answer 200 when the process serves requests."""
         return {"status": "ok", "version": __version__}
 
-    # Order: the request id wraps everything, idempotency sits inside it.
+    # Added innermost first: request id, then guards, then idempotency, then the routes.
     app.add_middleware(
         IdempotencyMiddleware, state=app.state, ttl_seconds=settings.idempotency_ttl_seconds
     )
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_json_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -43,9 +43,14 @@ RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_caller(request: Request, session: SessionDep) -> Caller:
+async def get_caller(request: Request) -> Caller:
     """Authenticate the request's bearer key."""
-    return await authenticate(session=session, authorization=request.headers.get("authorization"))
+    # A session of its own, closed at once: the request's session must not hold a database
+    # connection while, say, a slow upload streams in.
+    async with get_database(request).session() as session:
+        return await authenticate(
+            session=session, authorization=request.headers.get("authorization")
+        )
 
 
 async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:

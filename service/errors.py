@@ -62,6 +62,13 @@ class NotFound(APIError):
     error_type = "invalid_request_error"
 
 
+class RequestTimeout(APIError):
+    """The client stopped sending the request body (408)."""
+
+    status_code = 408
+    error_type = "invalid_request_error"
+
+
 class Conflict(APIError):
     """The request conflicts with the object's state (409)."""
 

@@ -1,9 +1,14 @@
 """`Idempotency-Key` on POST requests: a repeat replays the first answer.
 
-The same key with other parameters is refused with 409, and so is a repeat that arrives while
-the first request is still being processed. Bodies are hashed as they stream (uploads are never
-buffered); multipart boundaries, which clients choose at random per attempt, are left out of
-the hash. Answers of 5xx, 409 and 429 are not kept, so retrying them runs the request again.
+Keys are scoped to the API key that sent them, so a replay never hands one key's answer to
+another. The same key with other parameters is refused with 409, and so is a repeat that arrives
+while the first request is still being processed (a reservation older than
+`IN_PROGRESS_LEASE_SECONDS`, left by a crash, is taken over). Answers that carry a secret (a new
+API key's value) are never stored: those routes run without idempotency.
+
+Bodies are hashed as they stream (uploads are never buffered); multipart boundaries, which
+clients choose at random per attempt, are left out of the hash. Answers of 5xx, 409 and 429
+are not kept, so retrying them runs the request again.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ MAX_STORED_BODY = 1024 * 1024
 # this much, so its fingerprint covers the whole body and an identical retry is recognised.
 MAX_DRAINED_BODY = 16 * 1024 * 1024
 _UNSTORED = {409, 429}
+IN_PROGRESS_LEASE_SECONDS = 30 * 60
+# Routes whose answers hold a secret: never stored, so never replayed.
+_SECRET_ANSWERS = re.compile(r"^/v1/organization/projects/[^/]+/api_keys/?$")
 _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 
 
@@ -41,10 +49,10 @@ class IdempotencyRecord(SQLModel, table=True):
     """The first answer given to a request with an Idempotency-Key."""
 
     __tablename__ = "idempotency_records"
-    __table_args__ = (sa.UniqueConstraint("project_id", "key", name="uq_idempotency_project_key"),)
+    __table_args__ = (sa.UniqueConstraint("api_key_id", "key", name="uq_idempotency_api_key_key"),)
 
     pk: int | None = Field(default=None, sa_column=pk_column())
-    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    api_key_id: str = Field(foreign_key="api_keys.id", ondelete="CASCADE")
     key: str = Field(max_length=MAX_KEY_LENGTH)
     request_hash: str = Field(default="", max_length=64)
     status_code: int | None = None
@@ -112,7 +120,11 @@ class IdempotencyMiddleware:
         self.ttl_seconds = ttl_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or _SECRET_ANSWERS.match(scope["path"])
+        ):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
@@ -139,35 +151,41 @@ class IdempotencyMiddleware:
         if found is None:
             await self.app(scope, receive, send)  # the route answers 401
             return
-        project_id = found[1].id
-        record = await self._claim(database, project_id, key)
+        api_key_id = found[0].id
+        record = await self._claim(database, api_key_id, key)
         if record is not None:
             await self._replay(record, scope, receive, send)
             return
-        await self._run_and_store(database, project_id, key, scope, receive, send)
+        await self._run_and_store(database, api_key_id, key, scope, receive, send)
 
     async def _claim(
-        self, database: Database, project_id: str, key: str
+        self, database: Database, api_key_id: str, key: str
     ) -> IdempotencyRecord | None:
         """Return the earlier record for the key, or reserve the key and return None."""
         async with database.session() as session:
             where = (
-                col(IdempotencyRecord.project_id) == project_id,
+                col(IdempotencyRecord.api_key_id) == api_key_id,
                 col(IdempotencyRecord.key) == key,
             )
             existing = (await session.exec(select(IdempotencyRecord).where(*where))).first()
-            if existing is not None and existing.created_at > time.time() - self.ttl_seconds:
+            if existing is not None and self._still_valid(existing):
                 return existing
             if existing is not None:
                 await session.exec(delete(IdempotencyRecord).where(*where))
-            session.add(IdempotencyRecord(project_id=project_id, key=key, created_at=time.time()))
+            session.add(IdempotencyRecord(api_key_id=api_key_id, key=key, created_at=time.time()))
             try:
                 await session.commit()
             except IntegrityError:
                 # A concurrent request reserved the key first: treat it as in progress.
                 await session.rollback()
-                return IdempotencyRecord(project_id=project_id, key=key, created_at=time.time())
+                return IdempotencyRecord(api_key_id=api_key_id, key=key, created_at=time.time())
         return None
+
+    def _still_valid(self, record: IdempotencyRecord) -> bool:
+        age = time.time() - record.created_at
+        if record.status_code is None:  # in progress, unless its request died with a crash
+            return age < IN_PROGRESS_LEASE_SECONDS
+        return age < self.ttl_seconds
 
     async def _replay(
         self, record: IdempotencyRecord, scope: Scope, receive: Receive, send: Send
@@ -213,7 +231,7 @@ class IdempotencyMiddleware:
     async def _run_and_store(
         self,
         database: Database,
-        project_id: str,
+        api_key_id: str,
         key: str,
         scope: Scope,
         receive: Receive,
@@ -246,7 +264,7 @@ class IdempotencyMiddleware:
                 body.extend(message.get("body", b""))
             await send(message)
 
-        where = (col(IdempotencyRecord.project_id) == project_id, col(IdempotencyRecord.key) == key)
+        where = (col(IdempotencyRecord.api_key_id) == api_key_id, col(IdempotencyRecord.key) == key)
         try:
             await self.app(scope, hashing_receive, capturing_send)
             drained = 0

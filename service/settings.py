@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     )
     bootstrap_api_key: SecretStr | None = None
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_json_bytes: int = Field(default=1024 * 1024, gt=0)
+    upload_idle_timeout_seconds: float = Field(default=60.0, gt=0)
     organization: str = Field(default="personal", pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.checkpoints.models import CheckpointPermission
 from service.pagination import ListPage
+from service.wire import RequestModel
 
 
-class PermissionCreate(BaseModel):
+class PermissionCreate(RequestModel):
     """Body of `POST /v1/fine_tuning/checkpoints/{name}/permissions`."""
 
     model_config = ConfigDict(
@@ -18,7 +19,9 @@ class PermissionCreate(BaseModel):
         json_schema_extra={"examples": [{"project_ids": ["proj_abGMw1llN8IrBb6SvvY5A1iH"]}]},
     )
 
-    project_ids: list[str] = Field(min_length=1, max_length=100)
+    project_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=100
+    )
 
 
 class PermissionObject(BaseModel):

@@ -23,7 +23,10 @@ FileIdPath = Annotated[str, Path(description="The file's id.", examples=["file-a
 
 async def _received(request: Request, settings: SettingsDep) -> AsyncIterator[ReceivedUpload]:
     async for upload in receive_upload(
-        request, tmp_dir=settings.files_dir / "tmp", max_bytes=settings.max_upload_bytes
+        request,
+        tmp_dir=settings.files_dir / "tmp",
+        max_bytes=settings.max_upload_bytes,
+        idle_timeout=settings.upload_idle_timeout_seconds,
     ):
         yield upload
 

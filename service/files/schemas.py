@@ -9,7 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.files.models import File
 from service.models.registry import Method
 from service.pagination import ListPage
+from service.wire import RequestModel
 
+UPLOAD_FIELDS = frozenset({"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"})
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 # Purposes whose contents OpenAI refuses to hand back (reference §1.1).
 NOT_DOWNLOADABLE = frozenset({"assistants", "user_data"})
@@ -59,7 +61,7 @@ class FileDeleted(BaseModel):
     deleted: bool = True
 
 
-class FileCheckRequest(BaseModel):
+class FileCheckRequest(RequestModel):
     """Body of `POST /v1/files/{file_id}/check`."""
 
     model_config = ConfigDict(
@@ -70,7 +72,11 @@ class FileCheckRequest(BaseModel):
     method: Method = Field(description="Fine-tuning method the file is meant for.")
     model: str = Field(min_length=1, max_length=256, description="Base or fine-tuned model.")
     n_epochs: int | None = Field(
-        default=None, ge=1, le=50, description="Epochs to bill; null applies the auto rule."
+        default=None,
+        strict=True,
+        ge=1,
+        le=50,
+        description="Epochs to bill; null applies the auto rule.",
     )
 
 

@@ -80,14 +80,6 @@ async def create_file(
     *, session: AsyncSession, project_id: str, files_dir: Path, upload: ReceivedUpload
 ) -> File:
     """Store a received upload as a file of the project; bad training data stores nothing."""
-    allowed = {"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"}
-    unknown = sorted(set(upload.fields) - allowed)
-    if unknown:
-        raise InvalidRequest(
-            f"Unrecognized request argument supplied: {unknown[0]}",
-            param=unknown[0],
-            code="unknown_parameter",
-        )
     purpose = upload.fields.get("purpose")
     if purpose is None:
         raise InvalidRequest(

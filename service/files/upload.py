@@ -14,13 +14,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import unquote
 
 import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from service.files.schemas import UPLOAD_FIELDS
 from service.training_data.formats import JsonlParser, ParseResult
 
 MAX_FIELD_BYTES = 4096
@@ -99,14 +101,22 @@ class _Sink:
         _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = options.get(b"name", b"").decode("utf-8", "replace")
         self._field_name = name
-        if b"filename" not in options:
+        # Unknown fields are refused before their content is read, so a client cannot make
+        # the server buffer arbitrary many of them.
+        if name not in UPLOAD_FIELDS:
+            raise InvalidRequest(
+                f"Unrecognized request argument supplied: {name}",
+                param=name,
+                code="unknown_parameter",
+            )
+        raw_filename = options.get(b"filename") or options.get(b"filename*")
+        if raw_filename is None:
             return
         if name != "file":
             raise InvalidRequest(f"Unexpected file part '{name}'.", param=name)
         if self.upload.path is not None:
             raise InvalidRequest("Only one file may be uploaded per request.", param="file")
-        filename = options[b"filename"].decode("utf-8", "replace")
-        self.upload.filename = Path(filename.replace("\\", "/")).name[:255] or "upload"
+        self.upload.filename = _clean_filename(raw_filename)
         self.upload.path = self.tmp_dir / f"upload-{uuid.uuid4().hex}"
         self._out = self.upload.path.open("wb")
         # The SDK sends `purpose` before the file; when a client sends it after, parse anyway.
@@ -150,14 +160,48 @@ class _Sink:
                 )
             self.upload.fields[self._field_name] = self._field_value.decode("utf-8", "replace")
 
+    @property
+    def receiving_file(self) -> bool:
+        """Whether the body stopped in the middle of the file part."""
+        return self._out is not None
+
     def close(self) -> None:
         if self._out is not None:
             self._out.close()
             self._out = None
 
 
+def _clean_filename(raw: bytes) -> str:
+    """Keep the base name of a client's filename, without control characters."""
+    text = raw.decode("utf-8", "replace")
+    if text.lower().startswith("utf-8''"):  # RFC 5987 `filename*`
+        text = unquote(text[7:])
+    text = "".join(ch for ch in text if ch.isprintable())
+    return Path(text.replace("\\", "/")).name[:255] or "upload"
+
+
+async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """Yield the body's chunks; a client that stalls or goes away ends the upload."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_timeout):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"No upload data received for {idle_timeout:g} seconds.", code="upload_timeout"
+            ) from None
+        except ClientDisconnect:
+            raise InvalidRequest(
+                "The client closed the connection during the upload.", code="client_disconnected"
+            ) from None
+        yield chunk
+
+
 async def receive_upload(
-    request: Request, *, tmp_dir: Path, max_bytes: int
+    request: Request, *, tmp_dir: Path, max_bytes: int, idle_timeout: float = 60.0
 ) -> AsyncIterator[ReceivedUpload]:
     """Receive the request's multipart body; the temporary file is removed afterwards."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
@@ -184,11 +228,11 @@ async def receive_upload(
     sink = _Sink(upload, tmp_dir, max_bytes)
     parser = MultipartParser(boundary, callbacks=sink.callbacks())  # type: ignore[arg-type]
     try:
-        async for chunk in request.stream():
+        async for chunk in _chunks(request, idle_timeout):
             if chunk:
                 await anyio.to_thread.run_sync(parser.write, chunk)
         parser.finalize()
-        if sink._out is not None:
+        if sink.receiving_file:
             raise InvalidRequest("The multipart body ended inside the file part.", param="file")
         yield upload
     except MultipartParseError as exc:

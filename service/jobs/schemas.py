@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from service.checkpoints.models import Checkpoint
 from service.jobs.models import Job, JobEvent
 from service.pagination import ListPage
+from service.wire import RequestModel
 
 Auto = Literal["auto"]
 
@@ -23,24 +24,24 @@ class _Strict(BaseModel):
 class SupervisedHyperparameters(_Strict):
     """Hyperparameters of supervised training; `auto` lets the engine choose."""
 
-    batch_size: Auto | Annotated[int, Field(ge=1, le=256)] = "auto"
-    learning_rate_multiplier: Auto | Annotated[float, Field(gt=0, le=100)] = "auto"
-    n_epochs: Auto | Annotated[int, Field(ge=1, le=50)] = "auto"
+    batch_size: Auto | Annotated[int, Field(strict=True, ge=1, le=256)] = "auto"
+    learning_rate_multiplier: Auto | Annotated[float, Field(strict=True, gt=0, le=100)] = "auto"
+    n_epochs: Auto | Annotated[int, Field(strict=True, ge=1, le=50)] = "auto"
 
 
 class DpoHyperparameters(SupervisedHyperparameters):
     """Hyperparameters of DPO; `beta` weighs the penalty for drifting from the reference."""
 
-    beta: Auto | Annotated[float, Field(gt=0, le=2)] = "auto"
+    beta: Auto | Annotated[float, Field(strict=True, gt=0, le=2)] = "auto"
 
 
 class ReinforcementHyperparameters(SupervisedHyperparameters):
     """Hyperparameters of reinforcement fine-tuning."""
 
     reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
-    compute_multiplier: Auto | Annotated[float, Field(gt=0.00001, le=10)] = "auto"
-    eval_interval: Auto | Annotated[int, Field(ge=1)] = "auto"
-    eval_samples: Auto | Annotated[int, Field(ge=1)] = "auto"
+    compute_multiplier: Auto | Annotated[float, Field(strict=True, gt=0.00001, le=10)] = "auto"
+    eval_interval: Auto | Annotated[int, Field(strict=True, ge=1)] = "auto"
+    eval_samples: Auto | Annotated[int, Field(strict=True, ge=1)] = "auto"
 
 
 # ---------------------------------------------------------------- graders (reference §3.9)
@@ -107,8 +108,8 @@ class LabelModelGrader(_Strict):
     name: str = Field(max_length=256)
     model: str = Field(max_length=256)
     input: list[dict[str, Any]] = Field(min_length=1, max_length=64)
-    labels: list[str] = Field(min_length=1)
-    passing_labels: list[str] = Field(min_length=1)
+    labels: list[Annotated[str, Field(max_length=256)]] = Field(min_length=1, max_length=64)
+    passing_labels: list[Annotated[str, Field(max_length=256)]] = Field(min_length=1, max_length=64)
 
 
 SubGrader = Annotated[
@@ -189,7 +190,7 @@ class Integration(_Strict):
     wandb: WandbIntegration
 
 
-class JobCreate(_Strict):
+class JobCreate(RequestModel):
     """Body of `POST /v1/fine_tuning/jobs`."""
 
     model_config = ConfigDict(
@@ -219,7 +220,7 @@ class JobCreate(_Strict):
         json_schema_extra={"deprecated": True},
     )
     suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
-    seed: int | None = Field(default=None, ge=0, le=2_147_483_647)
+    seed: int | None = Field(default=None, strict=True, ge=0, le=2_147_483_647)
     metadata: (
         dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
     ) = Field(default=None, max_length=16)

@@ -51,6 +51,14 @@ class LeaseLost(Conflict):
     """The worker no longer holds the job (it expired, or the job was taken over)."""
 
 
+class ConcurrentUpdate(Conflict):
+    """The job's status changed between reading and writing it."""
+
+
+class IllegalTransition(InvalidRequest):
+    """The status table does not allow this change."""
+
+
 # ---------------------------------------------------------------- events and transitions
 
 
@@ -100,7 +108,7 @@ async def _transition(
 ) -> None:
     """Move the job to `target` if the status table allows it, and log it (not committed)."""
     if not states.is_allowed(job.status, target):
-        raise Conflict(
+        raise IllegalTransition(
             f"Fine-tuning job {job.id} cannot move from '{job.status}' to '{target}'.",
             code="invalid_status_transition",
         )
@@ -113,7 +121,7 @@ async def _transition(
         update(Job).where(col(Job.id) == job.id, col(Job.status) == job.status).values(**values)
     )
     if result.rowcount != 1:
-        raise Conflict(
+        raise ConcurrentUpdate(
             f"Fine-tuning job {job.id} changed status meanwhile; retry.", code="concurrent_update"
         )
     for name, value in values.items():
@@ -327,44 +335,42 @@ async def _reloaded(session: AsyncSession, job: Job) -> Job:
     return job
 
 
+async def _client_action(session: AsyncSession, job: Job, action: str) -> Job:
+    rule = states.CLIENT_ACTIONS[action]
+    for _ in range(3):
+        if rule.idempotent and job.status == rule.target:
+            return job
+        if job.status not in rule.sources:
+            raise InvalidRequest(
+                f"Fine-tuning job {job.id} is {job.status}; it cannot be {action}d "
+                f"(only a {' or '.join(sorted(rule.sources))} job can).",
+                code=rule.refused_code,
+            )
+        try:
+            await _transition(session, job, rule.target, message=rule.message)
+        except ConcurrentUpdate:
+            # Another request or the engine moved the job first: judge again on its new status.
+            await session.rollback()
+            await session.refresh(job)
+            continue
+        await session.commit()
+        return await _reloaded(session, job)
+    raise ConcurrentUpdate(f"Fine-tuning job {job.id} keeps changing; retry.")
+
+
 async def cancel_job(*, session: AsyncSession, job: Job) -> Job:
-    """Cancel a live job at once; cancelling a cancelled job is a no-op."""
-    if job.status == "cancelled":
-        return job
-    if states.is_terminal(job.status):
-        raise InvalidRequest(
-            f"Fine-tuning job {job.id} has already {job.status}; it cannot be cancelled.",
-            code="job_not_cancellable",
-        )
-    await _transition(session, job, "cancelled")
-    await session.commit()
-    return await _reloaded(session, job)
+    """Cancel a live job at once; cancelling a cancelled job answers it unchanged."""
+    return await _client_action(session, job, "cancel")
 
 
 async def pause_job(*, session: AsyncSession, job: Job) -> Job:
     """Pause a queued or running job; the engine stops at its next step with a checkpoint."""
-    if job.status == "paused":
-        return job
-    if job.status not in ("queued", "running"):
-        raise InvalidRequest(
-            f"Only a queued or running job can be paused; {job.id} is {job.status}.",
-            code="job_not_pausable",
-        )
-    await _transition(session, job, "paused")
-    await session.commit()
-    return await _reloaded(session, job)
+    return await _client_action(session, job, "pause")
 
 
 async def resume_job(*, session: AsyncSession, job: Job) -> Job:
     """Put a paused job back in the queue; it continues from its last checkpoint."""
-    if job.status != "paused":
-        raise InvalidRequest(
-            f"Only a paused job can be resumed; {job.id} is {job.status}.",
-            code="job_not_paused",
-        )
-    await _transition(session, job, "queued", message=states.RESUMED_MESSAGE)
-    await session.commit()
-    return await _reloaded(session, job)
+    return await _client_action(session, job, "resume")
 
 
 # ---------------------------------------------------------------- engine side

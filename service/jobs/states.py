@@ -12,6 +12,7 @@ Terminal statuses absorb: nothing leaves succeeded, failed or cancelled.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Literal
 
 Status = Literal[
@@ -52,3 +53,32 @@ def is_allowed(current: str, target: str) -> bool:
 def is_terminal(status: str) -> bool:
     """Tell whether `status` is final."""
     return status in TERMINAL
+
+
+@dataclass(frozen=True)
+class ClientAction:
+    """What a client's cancel, pause or resume may do: from which statuses, to which one."""
+
+    target: str
+    sources: frozenset[str]
+    refused_code: str
+    # Repeating the action on a job already in `target` answers the job unchanged.
+    idempotent: bool
+    message: str | None = None
+
+
+LIVE: Final = frozenset(TRANSITIONS) - TERMINAL
+
+CLIENT_ACTIONS: Final[dict[str, ClientAction]] = {
+    "cancel": ClientAction("cancelled", LIVE, "job_not_cancellable", idempotent=True),
+    "pause": ClientAction(
+        "paused", frozenset({"queued", "running"}), "job_not_pausable", idempotent=True
+    ),
+    "resume": ClientAction(
+        "queued",
+        frozenset({"paused"}),
+        "job_not_paused",
+        idempotent=False,
+        message=RESUMED_MESSAGE,
+    ),
+}

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.pagination import ListPage
 from service.projects.models import ApiKey, Project
+from service.wire import RequestModel
 
 
-class ProjectCreate(BaseModel):
+class ProjectCreate(RequestModel):
     """Body of `POST /v1/organization/projects`."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"name": "support"}]})
@@ -33,7 +34,7 @@ class ProjectObject(BaseModel):
         return cls(id=row.id, name=row.name, created_at=row.created_at)
 
 
-class ApiKeyCreate(BaseModel):
+class ApiKeyCreate(RequestModel):
     """Body of `POST /v1/organization/projects/{project_id}/api_keys`."""
 
     model_config = ConfigDict(

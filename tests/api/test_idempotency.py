@@ -8,12 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlmodel import update
+from sqlmodel import select, update
 
 from service.app import create_app
-from service.idempotency import IdempotencyRecord
+from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.jobs import service as jobs_service
 from service.models.registry import ModelRegistry
+from service.projects.service import authenticate_key
 from service.settings import Settings
 from tests.factories import Tenant, chat_file, make_file, make_tenant, upload
 
@@ -333,12 +334,7 @@ async def test_replay_does_not_depend_on_how_the_body_is_chunked(client, tenant)
 async def test_repeat_while_the_first_is_in_progress_is_409(
     client, database, tenant, training_file
 ):
-    async with database.session() as session:
-        # What the middleware records when it starts processing a request.
-        session.add(
-            IdempotencyRecord(project_id=tenant.project_id, key="busy", created_at=time.time())
-        )
-        await session.commit()
+    await reserve(database, tenant, "busy", started=time.time())
     response = await create_job(
         client, tenant, "busy", model="gpt-4o-mini", training_file=training_file
     )
@@ -346,6 +342,52 @@ async def test_repeat_while_the_first_is_in_progress_is_409(
     assert error["code"] == "idempotency_request_in_progress"
     assert error["param"] == "Idempotency-Key"
     assert await job_ids(client, tenant) == []
+
+
+async def test_a_reservation_left_by_a_crash_is_taken_over(
+    client, database, tenant, training_file
+):
+    started = time.time() - IN_PROGRESS_LEASE_SECONDS - 1
+    await reserve(database, tenant, "crashed", started=started)
+    response = await create_job(
+        client, tenant, "crashed", model="gpt-4o-mini", training_file=training_file
+    )
+    assert response.status_code == 200, response.text
+    assert await job_ids(client, tenant) == [response.json()["id"]]
+
+
+async def reserve(database, tenant, key: str, *, started: float) -> None:
+    """Write what the middleware records when it starts processing a request."""
+    async with database.session() as session:
+        api_key, _ = await authenticate_key(session=session, value=tenant.key)
+        session.add(IdempotencyRecord(api_key_id=api_key.id, key=key, created_at=started))
+        await session.commit()
+
+
+async def test_replays_are_scoped_to_the_api_key(client, database, tenant, training_file):
+    body = {"model": "gpt-4o-mini", "training_file": training_file}
+    first = await create_job(client, tenant, "shared-key", **body)
+    colleague = await make_tenant(database, "acme")  # another key of the same project
+    assert colleague.project_id == tenant.project_id
+    second = await create_job(client, colleague, "shared-key", **body)
+    assert second.status_code == 200 and "idempotent-replayed" not in second.headers
+    assert second.json()["id"] != first.json()["id"]
+
+
+async def test_answers_holding_a_new_key_are_never_stored_or_replayed(client, database):
+    admin = await make_tenant(database, "acme", admin=True)
+    member = await make_tenant(database, "acme")
+    url = f"/v1/organization/projects/{admin.project_id}/api_keys"
+    headers = {**admin.headers, "Idempotency-Key": "k-1"}
+    created = await client.post(url, headers=headers, json={"name": "ci", "admin": True})
+    assert created.status_code == 200 and created.json()["value"]
+    # Another key presenting the same Idempotency-Key gets no replay of the secret.
+    member_headers = {**member.headers, "Idempotency-Key": "k-1"}
+    stolen = await client.post(url, headers=member_headers, json={"name": "ci", "admin": True})
+    assert stolen.status_code == 403
+    async with database.session() as session:
+        kept = (await session.exec(select(IdempotencyRecord))).all()
+    assert kept == []
 
 
 async def test_expired_key_runs_the_request_again(client, database, tenant, training_file):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from service.errors import APIError, ErrorResponse, error_envelope
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
+from service.janitor import run_periodically
 from service.jobs.router import router as jobs_router
 from service.models.registry import ModelRegistry
 from service.models.router import router as models_router
@@ -159,8 +161,6 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.files_dir.mkdir(parents=True, exist_ok=True)
-        # Uploads interrupted by a crash leave temporary files behind.
-        shutil.rmtree(settings.files_dir / "tmp", ignore_errors=True)
         database = Database(settings.database_url, echo=settings.sql_echo)
         app.state.database = database
         try:
@@ -176,7 +176,20 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                         "no API key exists yet: set FT_BOOTSTRAP_API_KEY, or run "
                         "`python -m service keys create --project default --admin`"
                     )
-            yield
+            janitor = asyncio.create_task(
+                run_periodically(
+                    database=database,
+                    files_dir=settings.files_dir,
+                    idempotency_ttl=settings.idempotency_ttl_seconds,
+                    interval=settings.janitor_interval_seconds,
+                )
+            )
+            try:
+                yield
+            finally:
+                janitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await janitor
         finally:
             await database.dispose()
 
@@ -202,7 +215,7 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
         """Answer 200 when the process serves requests."""
         return {"status": "ok", "version": __version__}
 
-    # Added innermost first: request id, then guards, then idempotency, then the routes.
+    # The last added is the outermost: the request id wraps the guards, which wrap idempotency.
     app.add_middleware(
         IdempotencyMiddleware, state=app.state, ttl_seconds=settings.idempotency_ttl_seconds
     )

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "info"
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    janitor_interval_seconds: float = Field(default=3600.0, gt=0)
     sql_echo: bool = False
 
     @field_validator("data_dir")

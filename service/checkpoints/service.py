@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -28,6 +29,17 @@ async def create_permissions(
     *, session: AsyncSession, owner_project_id: str, name: str, project_ids: list[str]
 ) -> list[CheckpointPermission]:
     """Grant the projects use of the owner's model or checkpoint; existing grants are kept."""
+    try:
+        return await _grant(session, owner_project_id, name, project_ids)
+    except IntegrityError:
+        # A concurrent request granted one of the projects first: its grant is the answer.
+        await session.rollback()
+        return await _grant(session, owner_project_id, name, project_ids)
+
+
+async def _grant(
+    session: AsyncSession, owner_project_id: str, name: str, project_ids: list[str]
+) -> list[CheckpointPermission]:
     await _own_shareable(session, owner_project_id, name)
     wanted = list(dict.fromkeys(project_ids))
     if owner_project_id in wanted:

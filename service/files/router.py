@@ -127,13 +127,9 @@ async def retrieve_file(row: FileDep) -> FileObject:
 @router.delete(
     "/{file_id}", operation_id="deleteFile", summary="Delete a file", response_model=FileDeleted
 )
-async def delete_file(
-    row: FileDep, caller: CallerDep, session: SessionDep, settings: SettingsDep
-) -> FileDeleted:
+async def delete_file(row: FileDep, session: SessionDep, settings: SettingsDep) -> FileDeleted:
     """Delete a file and its content."""
-    await service.delete_file(
-        session=session, project_id=caller.project_id, file_id=row.id, files_dir=settings.files_dir
-    )
+    await service.delete_file(session=session, row=row, files_dir=settings.files_dir)
     return FileDeleted(id=row.id)
 
 

@@ -154,7 +154,7 @@ async def _store(
     destination.parent.mkdir(parents=True, exist_ok=True)
     # Content first, then the row: a failed commit removes the content again, so neither a
     # row without content nor content without a row survives.
-    place(destination)
+    await anyio.to_thread.run_sync(place, destination)
     session.add(row)
     try:
         await session.commit()
@@ -192,11 +192,9 @@ async def list_files(
     )
 
 
-async def delete_file(
-    *, session: AsyncSession, project_id: str, file_id: str, files_dir: Path
-) -> None:
-    """Delete the project's file and its content."""
-    row = await get_file(session=session, project_id=project_id, file_id=file_id)
+async def delete_file(*, session: AsyncSession, row: File, files_dir: Path) -> None:
+    """Delete a file (already loaded within the caller's project) and its content."""
+    file_id = row.id
     await session.delete(row)
     await session.commit()
     # The row is gone first: a crash here leaves an orphan file, never a row without content.
@@ -207,7 +205,10 @@ def downloadable_path(row: File, files_dir: Path) -> Path:
     """Return the path of a file's content, refusing purposes that are not downloadable."""
     if row.purpose in NOT_DOWNLOADABLE:
         raise InvalidRequest(f"Not allowed to download files of purpose: {row.purpose}")
-    return content_path(files_dir, row.id)
+    path = content_path(files_dir, row.id)
+    if not path.is_file():  # deleted meanwhile
+        raise NotFound(f"No such File object: {row.id}", param="id")
+    return path
 
 
 async def check_file(
@@ -238,6 +239,8 @@ async def check_file(
     else:
         path = content_path(files_dir, row.id)
         file_format = cast(Format | None, row.format)
+        # Building a report takes seconds on a large file: hold no transaction meanwhile.
+        await session.commit()
         report = await anyio.to_thread.run_sync(
             lambda: build_report(
                 path, method=method, base=base, n_epochs=None, format_hint=file_format

@@ -48,7 +48,12 @@ def _metadata_filter(request: Request) -> tuple[dict[str, str], bool]:
                 )
             null = True
         elif match := _METADATA_KEY.match(name):
-            pairs[match.group(1)] = value
+            key = match.group(1)
+            if '"' in key or "\\" in key:
+                raise InvalidRequest(
+                    "Metadata keys cannot contain quotes or backslashes.", param="metadata"
+                )
+            pairs[key] = value
     if null and pairs:
         raise InvalidRequest(
             "Use either metadata=null or metadata[key]=value, not both.", param="metadata"

@@ -12,6 +12,9 @@ from service.pagination import ListPage
 from service.wire import RequestModel
 
 Auto = Literal["auto"]
+# Quotes and backslashes are refused in keys: they cannot be matched by the JSON-path filter
+# of `GET /v1/fine_tuning/jobs?metadata[key]=` on every database.
+MetadataKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r'^[^"\\]+$')]
 
 
 class _Strict(BaseModel):
@@ -221,9 +224,9 @@ class JobCreate(RequestModel):
     )
     suffix: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
     seed: int | None = Field(default=None, strict=True, ge=0, le=2_147_483_647)
-    metadata: (
-        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=512)]] | None
-    ) = Field(default=None, max_length=16)
+    metadata: dict[MetadataKey, Annotated[str, Field(max_length=512)]] | None = Field(
+        default=None, max_length=16
+    )
     integrations: list[Integration] | None = Field(default=None, max_length=5)
 
 

@@ -31,7 +31,10 @@ async def list_models(caller: CallerDep, session: SessionDep, registry: Registry
 
 
 @router.get(
-    "/{model}", operation_id="retrieveModel", summary="Retrieve a model", response_model=ModelObject
+    "/{model:path}",
+    operation_id="retrieveModel",
+    summary="Retrieve a model",
+    response_model=ModelObject,
 )
 async def retrieve_model(
     model: ModelName, caller: CallerDep, session: SessionDep, registry: RegistryDep
@@ -43,7 +46,7 @@ async def retrieve_model(
 
 
 @router.delete(
-    "/{model}",
+    "/{model:path}",
     operation_id="deleteModel",
     summary="Delete a fine-tuned model",
     response_model=ModelDeleted,

@@ -34,7 +34,10 @@ def hash_key(value: str) -> str:
 
 def redact(value: str) -> str:
     """Return a display form of a key that cannot be used to authenticate."""
-    return f"{value[:8]}...{value[-4:]}"
+    # Our keys start with a fixed prefix; a short custom key shows only its last characters.
+    if value.startswith(KEY_PREFIX) and len(value) >= 32:
+        return f"{value[: len(KEY_PREFIX) + 2]}...{value[-4:]}"
+    return f"...{value[-2:]}"
 
 
 async def create_project(*, session: AsyncSession, name: str) -> Project:

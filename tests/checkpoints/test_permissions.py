@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.factories import make_file, make_job, make_tenant, run_to_success
 
 
@@ -91,3 +93,13 @@ async def test_permission_pages_in_both_orders(client, database):
     assert [p["project_id"] for p in rest["data"]] == [guests[2].project_id]
     descending = (await client.get(url(model), headers=owner.headers)).json()
     assert [p["project_id"] for p in descending["data"]] == [g.project_id for g in guests[::-1]]
+
+
+async def test_concurrent_identical_grants_all_succeed_with_one_permission(client, database):
+    owner, guest, model, _ = await setup_shared(client, database)
+    responses = await asyncio.gather(*(
+        client.post(url(model), headers=owner.headers, json={"project_ids": [guest.project_id]})
+        for _ in range(8)
+    ))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert len({r.json()["data"][0]["id"] for r in responses}) == 1

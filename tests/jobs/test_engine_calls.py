@@ -229,3 +229,35 @@ async def test_checkpoint_rows_are_per_job(client, database):
         )
         stored = (await session.exec(select(Checkpoint))).one()
     assert stored.id == checkpoint.id and stored.project_id == tenant.project_id
+
+
+async def test_cancel_racing_the_engines_success_has_exactly_one_winner(client, database):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant)
+    for _ in range(5):
+        job = await make_job(client, tenant, training_file=file_id)
+        await claim(database)
+        async with database.session() as session:
+            await jobs.start_job(session=session, job_id=job["id"], worker_id=W,
+                                 hyperparameters={})
+
+        async def succeed(job_id: str) -> str:
+            async with database.session() as session:
+                try:
+                    await jobs.succeed_job(session=session, job_id=job_id, worker_id=W,
+                                           organization="personal", trained_tokens=1,
+                                           result_files=[])
+                except (jobs.LeaseLost, jobs.ConcurrentUpdate):
+                    return "lost"
+                return "won"
+
+        cancel, engine = await asyncio.gather(
+            client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=tenant.headers),
+            succeed(job["id"]),
+        )
+        final = (await reload(database, job["id"])).status
+        if engine == "won":
+            assert final == "succeeded" and cancel.status_code == 400
+        else:
+            assert final == "cancelled" and cancel.status_code == 200
+        assert cancel.status_code != 500

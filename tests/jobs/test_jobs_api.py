@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from service.models.registry import BaseModel
@@ -248,3 +250,15 @@ async def test_training_data_without_trainable_turns_is_refused_with_the_line(cl
     error = response.json()["error"]
     assert "line 5" in error["message"].lower() and error["param"] == "file"
     assert (await client.get("/v1/files", headers=tenant.headers)).json()["data"] == []
+
+
+async def test_concurrent_cancels_all_answer_the_cancelled_job(client, database):
+    tenant = await make_tenant(database)
+    job = await make_job(client, tenant)
+    responses = await asyncio.gather(*(
+        client.post(f"{JOBS}/{job['id']}/cancel", headers=tenant.headers) for _ in range(8)
+    ))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert {r.json()["status"] for r in responses} == {"cancelled"}
+    events = (await client.get(f"{JOBS}/{job['id']}/events", headers=tenant.headers)).json()
+    assert [e["message"] for e in events["data"]].count("Fine-tuning job cancelled") == 1

@@ -1,0 +1,100 @@
+"""Housekeeping: remove expired files, old idempotency records and abandoned upload leftovers.
+
+`sweep()` is one deterministic pass (tests call it); the app runs it at start-up and then
+every `FT_JANITOR_INTERVAL_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from sqlalchemy import and_, or_
+from sqlmodel import col, delete, select
+
+from service.db import Database
+from service.files.models import File
+from service.files.service import content_path
+from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
+from service.ids import now
+
+log = logging.getLogger(__name__)
+
+# Upload leftovers older than this belong to no live request (uploads time out when idle).
+STALE_UPLOAD_SECONDS = 24 * 3600
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one pass removed."""
+
+    files: int
+    idempotency_records: int
+    upload_leftovers: int
+
+
+async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) -> SweepResult:
+    """Remove what has expired; safe to run on several replicas at once."""
+    async with database.session() as session:
+        expired = list(
+            (
+                await session.exec(
+                    select(File.id).where(
+                        col(File.expires_at).is_not(None), col(File.expires_at) <= now()
+                    )
+                )
+            ).all()
+        )
+        if expired:
+            await session.exec(delete(File).where(col(File.id).in_(expired)))
+        t = time.time()
+        records = await session.exec(
+            delete(IdempotencyRecord).where(
+                or_(
+                    col(IdempotencyRecord.created_at) < t - idempotency_ttl,
+                    and_(
+                        col(IdempotencyRecord.status_code).is_(None),
+                        col(IdempotencyRecord.created_at) < t - IN_PROGRESS_LEASE_SECONDS,
+                    ),
+                )
+            )
+        )
+        await session.commit()
+    # Rows first, then content: a crash in between leaves orphan content, never a dead row.
+    for file_id in expired:
+        content_path(files_dir, file_id).unlink(missing_ok=True)
+    leftovers = await anyio.to_thread.run_sync(_remove_stale_uploads, files_dir / "tmp")
+    result = SweepResult(len(expired), records.rowcount, leftovers)
+    if any((result.files, result.idempotency_records, result.upload_leftovers)):
+        log.info("janitor removed %s", result)
+    return result
+
+
+def _remove_stale_uploads(tmp_dir: Path) -> int:
+    if not tmp_dir.is_dir():
+        return 0
+    cutoff = time.time() - STALE_UPLOAD_SECONDS
+    removed = 0
+    for path in tmp_dir.iterdir():
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # another replica removed it first
+    return removed
+
+
+async def run_periodically(
+    *, database: Database, files_dir: Path, idempotency_ttl: float, interval: float
+) -> None:
+    """Sweep now and then every `interval` seconds until cancelled."""
+    while True:
+        try:
+            await sweep(database=database, files_dir=files_dir, idempotency_ttl=idempotency_ttl)
+        except Exception:  # a failed pass must not stop the next one
+            log.exception("janitor pass failed")
+        await anyio.sleep(interval)

@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from service.db import json_column, pk_column
+from service.jobs import models as _jobs  # noqa: F401  (foreign-key target)
+from service.projects import models as _projects  # noqa: F401  (foreign-key target)
 
 
 class Checkpoint(SQLModel, table=True):

@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.checkpoints.models import CheckpointPermission
+from service.checkpoints.models import Checkpoint, CheckpointPermission
 from service.pagination import ListPage
 from service.wire import RequestModel
 
@@ -48,3 +48,31 @@ class PermissionDeleted(BaseModel):
 
 class PermissionList(ListPage[PermissionObject]):
     """A page of checkpoint permissions."""
+
+
+class CheckpointObject(BaseModel):
+    """OpenAI's `fine_tuning.job.checkpoint` object."""
+
+    id: str = Field(examples=["ftckpt_zc4Q7MP6XxulcVzj4MZdwsAB"])
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    step_number: int
+    metrics: dict[str, float | int | None]
+
+    @classmethod
+    def from_row(cls, row: Checkpoint) -> CheckpointObject:
+        """Build the wire object from a table row."""
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
+            fine_tuning_job_id=row.job_id,
+            step_number=row.step_number,
+            metrics=row.metrics,
+        )
+
+
+class CheckpointList(ListPage[CheckpointObject]):
+    """A page of a job's checkpoints, newest first."""

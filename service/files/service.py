@@ -19,7 +19,7 @@ from service.files.models import File, FileCheck
 from service.files.schemas import NOT_DOWNLOADABLE, UPLOAD_PURPOSES
 from service.files.upload import ReceivedUpload
 from service.ids import new_id, now
-from service.models.registry import BaseModel, Method, ensure_supports
+from service.models.registry import BaseModelSpec, Method, ensure_supports
 from service.pagination import page
 from service.training_data.formats import Format, ParseResult
 from service.training_data.report import CheckReport, build_report
@@ -217,7 +217,7 @@ async def check_file(
     row: File,
     files_dir: Path,
     method: Method,
-    base: BaseModel,
+    base: BaseModelSpec,
     n_epochs: int | None,
 ) -> CheckReport:
     """Return the validation report of a file for a method and base model (cached)."""

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from service.db import json_column, pk_column
+from service.projects import models as _projects  # noqa: F401  (foreign-key target)
 
 
 class Job(SQLModel, table=True):

@@ -7,13 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
+from service.checkpoints.schemas import CheckpointList, CheckpointObject
 from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
 from service.errors import InvalidRequest
 from service.jobs import service
 from service.jobs.models import Job
 from service.jobs.schemas import (
-    CheckpointList,
-    CheckpointObject,
     EventList,
     EventObject,
     JobCreate,

@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.checkpoints.models import Checkpoint
 from service.jobs.models import Job, JobEvent
 from service.pagination import ListPage
 from service.wire import RequestModel
@@ -332,37 +331,9 @@ class EventObject(BaseModel):
         )
 
 
-class CheckpointObject(BaseModel):
-    """OpenAI's `fine_tuning.job.checkpoint` object."""
-
-    id: str = Field(examples=["ftckpt_zc4Q7MP6XxulcVzj4MZdwsAB"])
-    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
-    created_at: int
-    fine_tuned_model_checkpoint: str
-    fine_tuning_job_id: str
-    step_number: int
-    metrics: dict[str, float | int | None]
-
-    @classmethod
-    def from_row(cls, row: Checkpoint) -> CheckpointObject:
-        """Build the wire object from a table row."""
-        return cls(
-            id=row.id,
-            created_at=row.created_at,
-            fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
-            fine_tuning_job_id=row.job_id,
-            step_number=row.step_number,
-            metrics=row.metrics,
-        )
-
-
 class JobList(ListPage[JobObject]):
     """A page of fine-tuning jobs, newest first."""
 
 
 class EventList(ListPage[EventObject]):
     """A page of a job's events, newest first."""
-
-
-class CheckpointList(ListPage[CheckpointObject]):
-    """A page of a job's checkpoints, newest first."""

@@ -33,10 +33,11 @@ from service.jobs.schemas import (
     SupervisedHyperparameters,
 )
 from service.models.models import FineTunedModel
-from service.models.registry import ModelRegistry, ensure_supports
+from service.models.registry import Method, ModelRegistry, ensure_supports
 from service.models.service import Trainable, resolve_trainable
 from service.pagination import page
 from service.settings import Settings
+from service.training_data.report import METHOD_FORMATS
 
 CHECKPOINTS_KEPT = 3
 HYPERPARAMETER_DEFAULTS: dict[str, type[SupervisedHyperparameters]] = {
@@ -44,7 +45,6 @@ HYPERPARAMETER_DEFAULTS: dict[str, type[SupervisedHyperparameters]] = {
     "dpo": DpoHyperparameters,
     "reinforcement": ReinforcementHyperparameters,
 }
-FORMAT_FOR_METHOD = {"supervised": "chat", "dpo": "preference", "reinforcement": "reinforcement"}
 
 
 class LeaseLost(Conflict):
@@ -163,7 +163,7 @@ def _normalised_method(body: JobCreate) -> dict[str, Any]:
 
 
 async def _training_files(
-    session: AsyncSession, project_id: str, body: JobCreate, method: str
+    session: AsyncSession, project_id: str, body: JobCreate, method: Method
 ) -> _Files:
     async def load(file_id: str, param: str) -> File:
         try:
@@ -178,7 +178,7 @@ async def _training_files(
                 param=param,
                 code="invalid_file_purpose",
             )
-        expected = FORMAT_FOR_METHOD[method]
+        expected = METHOD_FORMATS[method]
         if row.format != expected:
             raise InvalidRequest(
                 f"File {file_id} holds {row.format or 'unknown'}-format examples, but method "

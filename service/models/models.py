@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlmodel import Field, SQLModel
 
 from service.db import pk_column
+from service.projects import models as _projects  # noqa: F401  (foreign-key target)
 
 
 class FineTunedModel(SQLModel, table=True):

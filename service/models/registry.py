@@ -20,7 +20,7 @@ ALL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo", "reinforcement"
 
 
 @dataclass(frozen=True)
-class BaseModel:
+class BaseModelSpec:
     """A model that jobs can fine-tune."""
 
     id: str
@@ -43,7 +43,7 @@ class BaseModel:
         return self.shutdown_date is not None and today >= self.shutdown_date
 
 
-def ensure_supports(base: BaseModel, method: Method, *, param: str) -> None:
+def ensure_supports(base: BaseModelSpec, method: Method, *, param: str) -> None:
     """Raise a 400 unless `base` can be trained with `method`."""
     if method not in base.methods:
         raise InvalidRequest(
@@ -61,8 +61,8 @@ def _ts(day: str) -> int:
 
 # OpenAI's fine-tunable bases still serving in late 2026 (reference §6). Bases shut down on
 # 2026-10-23 (gpt-4.1-nano, o4-mini, gpt-3.5-turbo, gpt-4-0613) are gone and not listed.
-OPENAI_BASE_MODELS: tuple[BaseModel, ...] = (
-    BaseModel(
+OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
+    BaseModelSpec(
         id="gpt-4o-mini-2024-07-18",
         aliases=("gpt-4o-mini",),
         engine="upstream",
@@ -74,7 +74,7 @@ OPENAI_BASE_MODELS: tuple[BaseModel, ...] = (
         shutdown_date=date(2027, 1, 14),
         training_price_per_million=3.00,
     ),
-    BaseModel(
+    BaseModelSpec(
         id="gpt-4o-2024-08-06",
         aliases=("gpt-4o",),
         engine="upstream",
@@ -86,7 +86,7 @@ OPENAI_BASE_MODELS: tuple[BaseModel, ...] = (
         shutdown_date=date(2027, 1, 14),
         training_price_per_million=25.00,
     ),
-    BaseModel(
+    BaseModelSpec(
         id="gpt-4.1-2025-04-14",
         aliases=("gpt-4.1",),
         engine="upstream",
@@ -98,7 +98,7 @@ OPENAI_BASE_MODELS: tuple[BaseModel, ...] = (
         shutdown_date=date(2027, 1, 14),
         training_price_per_million=25.00,
     ),
-    BaseModel(
+    BaseModelSpec(
         id="gpt-4.1-mini-2025-04-14",
         aliases=("gpt-4.1-mini",),
         engine="upstream",
@@ -116,22 +116,22 @@ OPENAI_BASE_MODELS: tuple[BaseModel, ...] = (
 class ModelRegistry:
     """The base models this deployment offers, looked up by id or alias."""
 
-    def __init__(self, models: Iterable[BaseModel] = OPENAI_BASE_MODELS) -> None:
-        self._by_name: dict[str, BaseModel] = {}
-        self._models: dict[str, BaseModel] = {}
+    def __init__(self, models: Iterable[BaseModelSpec] = OPENAI_BASE_MODELS) -> None:
+        self._by_name: dict[str, BaseModelSpec] = {}
+        self._models: dict[str, BaseModelSpec] = {}
         for model in models:
             self.add(model)
 
-    def add(self, model: BaseModel) -> None:
+    def add(self, model: BaseModelSpec) -> None:
         """Register a base model (replacing one with the same id)."""
         self._models[model.id] = model
         for name in (model.id, *model.aliases):
             self._by_name[name] = model
 
-    def resolve(self, name: str) -> BaseModel | None:
+    def resolve(self, name: str) -> BaseModelSpec | None:
         """Return the base model called `name` (an id or an alias), or None."""
         return self._by_name.get(name)
 
-    def all(self) -> list[BaseModel]:
+    def all(self) -> list[BaseModelSpec]:
         """Every registered base model, sorted by id."""
         return sorted(self._models.values(), key=lambda m: m.id)

@@ -11,7 +11,7 @@ from service.checkpoints.models import Checkpoint, CheckpointPermission
 from service.errors import InvalidRequest, NotFound, PermissionDenied
 from service.jobs.models import Job
 from service.models.models import FineTunedModel
-from service.models.registry import BaseModel, ModelRegistry
+from service.models.registry import BaseModelSpec, ModelRegistry
 from service.models.schemas import ModelObject
 
 
@@ -19,7 +19,7 @@ from service.models.schemas import ModelObject
 class Trainable:
     """A model a job can start from: a base, or a fine-tuned model or checkpoint on a base."""
 
-    base: BaseModel
+    base: BaseModelSpec
     name: str
     location: str | None = None
 
@@ -116,7 +116,7 @@ async def resolve_trainable(
     return Trainable(base=base, name=base.id)
 
 
-def _ensure_serving(base: BaseModel) -> None:
+def _ensure_serving(base: BaseModelSpec) -> None:
     if base.is_shut_down():
         raise InvalidRequest(
             f"Model {base.id} was shut down on {base.shutdown_date}.",
@@ -125,7 +125,7 @@ def _ensure_serving(base: BaseModel) -> None:
         )
 
 
-def _base_object(base: BaseModel) -> ModelObject:
+def _base_object(base: BaseModelSpec) -> ModelObject:
     return ModelObject(
         id=base.id,
         created=base.created,

@@ -16,7 +16,7 @@ from typing import Any, Final, Literal
 
 import pydantic
 
-from service.models.registry import BaseModel, Method
+from service.models.registry import BaseModelSpec, Method
 from service.tokens import BatchTokenCounter, Example, TokenCounter, count_examples, counter_for
 from service.training_data.formats import Format, Issue, JsonlParser, read_chunks
 
@@ -254,7 +254,7 @@ def build_report(
     path: Path,
     *,
     method: Method,
-    base: BaseModel,
+    base: BaseModelSpec,
     n_epochs: int | None,
     counter: TokenCounter | None = None,
     threads: int | None = None,

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.models.registry import ALL_METHODS, BaseModel, ModelRegistry
+from service.models.registry import ALL_METHODS, BaseModelSpec, ModelRegistry
 from service.settings import Settings
 from tests.factories import (
     Tenant,
@@ -692,7 +692,7 @@ FILES_BY_FORMAT = {
 }
 METHOD_FORMAT = {"supervised": "chat", "dpo": "preference", "reinforcement": "reinforcement"}
 # A base model that accepts every method, so that only the file can be wrong.
-ANY_METHOD_MODEL = BaseModel(
+ANY_METHOD_MODEL = BaseModelSpec(
     id="any-method-test-model",
     engine="upstream",
     methods=ALL_METHODS,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.models.registry import BaseModel
+from service.models.registry import BaseModelSpec
 from tests.factories import (
     chat_file,
     jsonl,
@@ -112,7 +112,7 @@ async def test_method_not_supported_by_the_model(client, database):
 async def test_reinforcement_job_with_grader_on_a_model_that_supports_it(
     client, database, registry
 ):
-    registry.add(BaseModel(
+    registry.add(BaseModelSpec(
         id="local-tiny", engine="local", methods=frozenset({"supervised", "reinforcement"}),
         max_tokens_per_example=2048, tokenizer="tiktoken:o200k_base", created=0, owned_by="local",
     ))

@@ -137,29 +137,29 @@ async def run_to_success(
 
     Returns the fine-tuned model name and the checkpoint names.
     """
-    from service.jobs import service as jobs
+    from service.jobs import engine_calls
 
     async with database.session() as session:
-        job = await jobs.claim_next_job(
+        job = await engine_calls.claim_next_job(
             session=session, engine=engine, worker_id=WORKER, lease_seconds=60
         )
         assert job is not None, "no queued job to run"
-        await jobs.start_job(
+        await engine_calls.start_job(
             session=session, job_id=job.id, worker_id=WORKER,
             hyperparameters={"n_epochs": steps, "batch_size": 1, "learning_rate_multiplier": 1.0},
         )
         names = []
         for step in range(1, steps + 1):
             metrics = {"step": step, "total_steps": steps, "train_loss": 1.0 / step}
-            await jobs.append_metrics(
+            await engine_calls.append_metrics(
                 session=session, job_id=job.id, worker_id=WORKER, metrics=metrics
             )
-            checkpoint, _ = await jobs.add_checkpoint(
+            checkpoint, _ = await engine_calls.add_checkpoint(
                 session=session, job_id=job.id, worker_id=WORKER, organization="personal",
                 step_number=step, metrics=metrics,
             )
             names.append(checkpoint.fine_tuned_model_checkpoint)
-        done = await jobs.succeed_job(
+        done = await engine_calls.succeed_job(
             session=session, job_id=job.id, worker_id=WORKER, organization="personal",
             trained_tokens=1234, result_files=[],
         )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.db import Database
-from service.jobs import service as jobs
+from service.jobs import engine_calls
 from tests.factories import Tenant, chat_file, make_file, make_job, make_tenant
 
 WORKER = "worker-test"
@@ -40,19 +40,19 @@ def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
 async def finish_job(database: Database, job_id: str) -> tuple[str, str]:
     """Run a queued job to success through the engine-side calls; return (model, checkpoint)."""
     async with database.session() as session:
-        claimed = await jobs.claim_next_job(
+        claimed = await engine_calls.claim_next_job(
             session=session, engine="upstream", worker_id=WORKER, lease_seconds=60
         )
     assert claimed is not None and claimed.id == job_id
     async with database.session() as session:
-        await jobs.start_job(
+        await engine_calls.start_job(
             session=session,
             job_id=job_id,
             worker_id=WORKER,
             hyperparameters={"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0},
         )
     async with database.session() as session:
-        checkpoint, _ = await jobs.add_checkpoint(
+        checkpoint, _ = await engine_calls.add_checkpoint(
             session=session,
             job_id=job_id,
             worker_id=WORKER,
@@ -61,7 +61,7 @@ async def finish_job(database: Database, job_id: str) -> tuple[str, str]:
             metrics={"train_loss": 0.5},
         )
     async with database.session() as session:
-        job = await jobs.succeed_job(
+        job = await engine_calls.succeed_job(
             session=session,
             job_id=job_id,
             worker_id=WORKER,

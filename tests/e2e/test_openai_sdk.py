@@ -24,7 +24,7 @@ from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob
 
 from service.db import Database
-from service.jobs import service as jobs
+from service.jobs import engine_calls
 from tests.factories import Tenant, chat_file
 from tests.processes import Server, serve, service_env
 
@@ -117,18 +117,18 @@ async def play_engine(database_url: str, job_id: str, *, steps: int, checkpoints
     database = Database(database_url)
     try:
         async with database.session() as session:
-            claimed = await jobs.claim_next_job(
+            claimed = await engine_calls.claim_next_job(
                 session=session, engine="upstream", worker_id=WORKER, lease_seconds=300
             )
         assert claimed is not None and claimed.id == job_id
         async with database.session() as session:
-            await jobs.start_job(
+            await engine_calls.start_job(
                 session=session, job_id=job_id, worker_id=WORKER, hyperparameters=HYPERPARAMETERS
             )
         for step in range(1, steps + 1):
             metrics = step_metrics(step, steps)
             async with database.session() as session:
-                await jobs.append_metrics(
+                await engine_calls.append_metrics(
                     session=session,
                     job_id=job_id,
                     worker_id=WORKER,
@@ -136,7 +136,7 @@ async def play_engine(database_url: str, job_id: str, *, steps: int, checkpoints
                 )
             if step in checkpoints:
                 async with database.session() as session:
-                    await jobs.add_checkpoint(
+                    await engine_calls.add_checkpoint(
                         session=session,
                         job_id=job_id,
                         worker_id=WORKER,
@@ -145,7 +145,7 @@ async def play_engine(database_url: str, job_id: str, *, steps: int, checkpoints
                         metrics=metrics,
                     )
         async with database.session() as session:
-            await jobs.succeed_job(
+            await engine_calls.succeed_job(
                 session=session,
                 job_id=job_id,
                 worker_id=WORKER,

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from service.checkpoints.models import Checkpoint
-from service.jobs import service as jobs
+from service.jobs import engine_calls, lifecycle
 from service.jobs.models import Job, JobEvent
 from service.models.models import FineTunedModel
 from tests.factories import make_file, make_job, make_tenant
@@ -20,7 +20,7 @@ W = "worker-a"
 
 async def claim(database, worker=W, engine="upstream"):
     async with database.session() as session:
-        return await jobs.claim_next_job(
+        return await engine_calls.claim_next_job(
             session=session, engine=engine, worker_id=worker, lease_seconds=60
         )
 
@@ -54,29 +54,48 @@ async def test_a_whole_run_as_openai_reports_it(client, database):
     job = await make_job(client, tenant, suffix="emails")
     claimed = await claim(database)
     async with database.session() as session:
-        started = await jobs.start_job(
-            session=session, job_id=claimed.id, worker_id=W,
+        started = await engine_calls.start_job(
+            session=session,
+            job_id=claimed.id,
+            worker_id=W,
             hyperparameters={"n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 1.8},
             estimated_finish=int(time.time()) + 60,
         )
         assert started.status == "running"
-        await jobs.append_metrics(
-            session=session, job_id=job["id"], worker_id=W,
-            metrics={"step": 1, "total_steps": 4, "train_loss": 1.2345,
-                     "train_mean_token_accuracy": 0.5, "valid_loss": 1.5},
+        await engine_calls.append_metrics(
+            session=session,
+            job_id=job["id"],
+            worker_id=W,
+            metrics={
+                "step": 1,
+                "total_steps": 4,
+                "train_loss": 1.2345,
+                "train_mean_token_accuracy": 0.5,
+                "valid_loss": 1.5,
+            },
         )
         names = []
         removed: list[str] = []
         for step in (1, 2, 3, 4):
-            checkpoint, gone = await jobs.add_checkpoint(
-                session=session, job_id=job["id"], worker_id=W, organization="personal",
-                step_number=step, metrics={"train_loss": 1.0 / step}, location=f"/ckpt/{step}",
+            checkpoint, gone = await engine_calls.add_checkpoint(
+                session=session,
+                job_id=job["id"],
+                worker_id=W,
+                organization="personal",
+                step_number=step,
+                metrics={"train_loss": 1.0 / step},
+                location=f"/ckpt/{step}",
             )
             names.append(checkpoint.fine_tuned_model_checkpoint)
             removed += gone
-        done = await jobs.succeed_job(
-            session=session, job_id=job["id"], worker_id=W, organization="personal",
-            trained_tokens=4321, result_files=["file-results"], location="/adapter",
+        done = await engine_calls.succeed_job(
+            session=session,
+            job_id=job["id"],
+            worker_id=W,
+            organization="personal",
+            trained_tokens=4321,
+            result_files=["file-results"],
+            location="/adapter",
         )
     assert removed == ["/ckpt/1"]  # only the last three checkpoints are kept
     assert names[0].startswith("ft:gpt-4o-mini-2024-07-18:personal:emails:")
@@ -87,7 +106,9 @@ async def test_a_whole_run_as_openai_reports_it(client, database):
     assert wire["fine_tuned_model"].startswith("ft:gpt-4o-mini-2024-07-18:personal:emails:")
     assert wire["trained_tokens"] == 4321 and wire["result_files"] == ["file-results"]
     assert wire["hyperparameters"] == {
-        "n_epochs": 3, "batch_size": 2, "learning_rate_multiplier": 1.8,
+        "n_epochs": 3,
+        "batch_size": 2,
+        "learning_rate_multiplier": 1.8,
     }
     assert wire["finished_at"] is not None and wire["estimated_finish"] is None
 
@@ -95,13 +116,16 @@ async def test_a_whole_run_as_openai_reports_it(client, database):
     assert log[3:] == [
         "Fine-tuning job started",
         "Step 1/4: training loss=1.23, validation loss=1.50",
-        *(f"Checkpoint created at step {s} with Snapshot ID: {n}"
-          for s, n in zip((1, 2, 3, 4), names, strict=True)),
+        *(
+            f"Checkpoint created at step {s} with Snapshot ID: {n}"
+            for s, n in zip((1, 2, 3, 4), names, strict=True)
+        ),
         f"New fine-tuned model created: {done.fine_tuned_model}",
         "The job has successfully completed",
     ]
-    checkpoints = (await client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints",
-                                    headers=tenant.headers)).json()
+    checkpoints = (
+        await client.get(f"/v1/fine_tuning/jobs/{job['id']}/checkpoints", headers=tenant.headers)
+    ).json()
     assert [c["step_number"] for c in checkpoints["data"]] == [4, 3, 2]
     assert checkpoints["data"][0]["metrics"] == {"step": 4, "train_loss": 0.25}
     assert checkpoints["data"][0]["id"].startswith("ftckpt_")
@@ -115,13 +139,22 @@ async def test_metrics_event_carries_openai_fields(client, database):
     job = await make_job(client, tenant)
     await claim(database)
     async with database.session() as session:
-        await jobs.start_job(session=session, job_id=job["id"], worker_id=W, hyperparameters={})
-        metrics = {"step": 2, "total_steps": 9, "train_loss": 0.5,
-                   "train_mean_token_accuracy": 0.75, "full_valid_loss": 0.25}
-        await jobs.append_metrics(session=session, job_id=job["id"], worker_id=W,
-                                  metrics=metrics)
-    events = (await client.get(f"/v1/fine_tuning/jobs/{job['id']}/events",
-                               headers=tenant.headers)).json()["data"]
+        await engine_calls.start_job(
+            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+        )
+        metrics = {
+            "step": 2,
+            "total_steps": 9,
+            "train_loss": 0.5,
+            "train_mean_token_accuracy": 0.75,
+            "full_valid_loss": 0.25,
+        }
+        await engine_calls.append_metrics(
+            session=session, job_id=job["id"], worker_id=W, metrics=metrics
+        )
+    events = (
+        await client.get(f"/v1/fine_tuning/jobs/{job['id']}/events", headers=tenant.headers)
+    ).json()["data"]
     assert events[0]["type"] == "metrics" and events[0]["data"] == metrics
     assert events[0]["message"] == "Step 2/9: training loss=0.50, full validation loss=0.25"
 
@@ -131,13 +164,23 @@ async def test_failure_records_openai_error(client, database):
     job = await make_job(client, tenant)
     await claim(database)
     async with database.session() as session:
-        await jobs.start_job(session=session, job_id=job["id"], worker_id=W, hyperparameters={})
-        await jobs.fail_job(session=session, job_id=job["id"], worker_id=W,
-                            code="out_of_memory", message="The GPU ran out of memory.")
+        await engine_calls.start_job(
+            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+        )
+        await engine_calls.fail_job(
+            session=session,
+            job_id=job["id"],
+            worker_id=W,
+            code="out_of_memory",
+            message="The GPU ran out of memory.",
+        )
     wire = (await client.get(f"/v1/fine_tuning/jobs/{job['id']}", headers=tenant.headers)).json()
     assert wire["status"] == "failed"
-    assert wire["error"] == {"code": "out_of_memory", "message": "The GPU ran out of memory.",
-                             "param": None}
+    assert wire["error"] == {
+        "code": "out_of_memory",
+        "message": "The GPU ran out of memory.",
+        "param": None,
+    }
     log = await messages(database, job["id"])
     assert log[-1] == "Fine-tuning job failed: The GPU ran out of memory."
 
@@ -147,19 +190,29 @@ async def test_cancel_wins_over_a_late_engine_report(client, database):
     job = await make_job(client, tenant)
     await claim(database)
     async with database.session() as session:
-        await jobs.start_job(session=session, job_id=job["id"], worker_id=W, hyperparameters={})
-        status = await jobs.heartbeat(session=session, job_id=job["id"], worker_id=W,
-                                      lease_seconds=60)
+        await engine_calls.start_job(
+            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+        )
+        status = await engine_calls.heartbeat(
+            session=session, job_id=job["id"], worker_id=W, lease_seconds=60
+        )
         assert status == "running"
     await client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=tenant.headers)
     async with database.session() as session:
         # Cancelling released the lease, so the engine learns it lost the job.
-        with pytest.raises(jobs.LeaseLost):
-            await jobs.heartbeat(session=session, job_id=job["id"], worker_id=W,
-                                 lease_seconds=60)
-        with pytest.raises(jobs.LeaseLost):
-            await jobs.succeed_job(session=session, job_id=job["id"], worker_id=W,
-                                   organization="personal", trained_tokens=1, result_files=[])
+        with pytest.raises(engine_calls.LeaseLost):
+            await engine_calls.heartbeat(
+                session=session, job_id=job["id"], worker_id=W, lease_seconds=60
+            )
+        with pytest.raises(engine_calls.LeaseLost):
+            await engine_calls.succeed_job(
+                session=session,
+                job_id=job["id"],
+                worker_id=W,
+                organization="personal",
+                trained_tokens=1,
+                result_files=[],
+            )
     assert (await reload(database, job["id"])).status == "cancelled"
 
 
@@ -168,13 +221,16 @@ async def test_pause_is_seen_by_the_engine_and_resume_requeues(client, database)
     job = await make_job(client, tenant)
     await claim(database)
     async with database.session() as session:
-        await jobs.start_job(session=session, job_id=job["id"], worker_id=W, hyperparameters={})
+        await engine_calls.start_job(
+            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+        )
     await client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=tenant.headers)
     async with database.session() as session:
-        status = await jobs.heartbeat(session=session, job_id=job["id"], worker_id=W,
-                                      lease_seconds=60)
+        status = await engine_calls.heartbeat(
+            session=session, job_id=job["id"], worker_id=W, lease_seconds=60
+        )
         assert status == "paused"
-        await jobs.release_job(session=session, job_id=job["id"], worker_id=W)
+        await engine_calls.release_job(session=session, job_id=job["id"], worker_id=W)
     await client.post(f"/v1/fine_tuning/jobs/{job['id']}/resume", headers=tenant.headers)
     again = await claim(database, worker="worker-b")
     assert again is not None and again.id == job["id"] and again.attempts == 1
@@ -186,16 +242,18 @@ async def test_expired_lease_is_recovered_then_fails_after_three_attempts(client
 
     async def crash() -> None:
         async with database.session() as session:
-            await session.exec(update(Job).where(col(Job.id) == job["id"])
-                               .values(lease_expires_at=time.time() - 1))
+            await session.exec(
+                update(Job).where(col(Job.id) == job["id"]).values(lease_expires_at=time.time() - 1)
+            )
             await session.commit()
 
     for attempt in (1, 2, 3):
         claimed = await claim(database, worker=f"w{attempt}")
         assert claimed is not None and claimed.attempts == attempt
         async with database.session() as session:
-            await jobs.start_job(session=session, job_id=job["id"], worker_id=f"w{attempt}",
-                                 hyperparameters={})
+            await engine_calls.start_job(
+                session=session, job_id=job["id"], worker_id=f"w{attempt}", hyperparameters={}
+            )
         await crash()
     assert await claim(database, worker="w4") is None
     failed = await reload(database, job["id"])
@@ -222,10 +280,16 @@ async def test_checkpoint_rows_are_per_job(client, database):
     job = await make_job(client, tenant)
     await claim(database)
     async with database.session() as session:
-        await jobs.start_job(session=session, job_id=job["id"], worker_id=W, hyperparameters={})
-        checkpoint, _ = await jobs.add_checkpoint(
-            session=session, job_id=job["id"], worker_id=W, organization="personal",
-            step_number=10, metrics={},
+        await engine_calls.start_job(
+            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+        )
+        checkpoint, _ = await engine_calls.add_checkpoint(
+            session=session,
+            job_id=job["id"],
+            worker_id=W,
+            organization="personal",
+            step_number=10,
+            metrics={},
         )
         stored = (await session.exec(select(Checkpoint))).one()
     assert stored.id == checkpoint.id and stored.project_id == tenant.project_id
@@ -238,25 +302,31 @@ async def test_cancel_racing_the_engines_success_has_exactly_one_winner(client, 
         job = await make_job(client, tenant, training_file=file_id)
         await claim(database)
         async with database.session() as session:
-            await jobs.start_job(session=session, job_id=job["id"], worker_id=W,
-                                 hyperparameters={})
+            await engine_calls.start_job(
+                session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+            )
 
         async def succeed(job_id: str) -> str:
             async with database.session() as session:
                 try:
-                    await jobs.succeed_job(session=session, job_id=job_id, worker_id=W,
-                                           organization="personal", trained_tokens=1,
-                                           result_files=[])
-                except (jobs.LeaseLost, jobs.ConcurrentUpdate):
+                    await engine_calls.succeed_job(
+                        session=session,
+                        job_id=job_id,
+                        worker_id=W,
+                        organization="personal",
+                        trained_tokens=1,
+                        result_files=[],
+                    )
+                except (engine_calls.LeaseLost, lifecycle.ConcurrentUpdate):
                     return "lost"
                 return "won"
 
-        cancel, engine = await asyncio.gather(
+        cancel, outcome = await asyncio.gather(
             client.post(f"/v1/fine_tuning/jobs/{job['id']}/cancel", headers=tenant.headers),
             succeed(job["id"]),
         )
         final = (await reload(database, job["id"])).status
-        if engine == "won":
+        if outcome == "won":
             assert final == "succeeded" and cancel.status_code == 400
         else:
             assert final == "cancelled" and cancel.status_code == 200

@@ -13,8 +13,8 @@ from sqlalchemy import update
 from sqlmodel import col, select
 
 from service.errors import APIError
+from service.jobs import engine_calls, states
 from service.jobs import service as jobs
-from service.jobs import states
 from service.jobs.models import Job, JobEvent
 from tests.factories import make_file, make_job, make_tenant
 
@@ -89,34 +89,53 @@ async def _apply(database, job_id: str, engine: str, action: str) -> bool:
     async with database.session() as session:
         try:
             if action == "claim":
-                await jobs.claim_next_job(session=session, engine=engine, worker_id=WORKER,
-                                          lease_seconds=60, max_attempts=MAX_ATTEMPTS)
+                await engine_calls.claim_next_job(
+                    session=session,
+                    engine=engine,
+                    worker_id=WORKER,
+                    lease_seconds=60,
+                    max_attempts=MAX_ATTEMPTS,
+                )
             elif action in ("cancel", "pause", "resume"):
                 job = (await session.exec(select(Job).where(Job.id == job_id))).one()
                 await getattr(jobs, f"{action}_job")(session=session, job=job)
             elif action == "start":
-                await jobs.start_job(session=session, job_id=job_id, worker_id=WORKER,
-                                     hyperparameters={"n_epochs": 1})
+                await engine_calls.start_job(
+                    session=session,
+                    job_id=job_id,
+                    worker_id=WORKER,
+                    hyperparameters={"n_epochs": 1},
+                )
             elif action == "succeed":
-                await jobs.succeed_job(session=session, job_id=job_id, worker_id=WORKER,
-                                       organization="personal", trained_tokens=1, result_files=[])
+                await engine_calls.succeed_job(
+                    session=session,
+                    job_id=job_id,
+                    worker_id=WORKER,
+                    organization="personal",
+                    trained_tokens=1,
+                    result_files=[],
+                )
             elif action == "fail":
-                await jobs.fail_job(session=session, job_id=job_id, worker_id=WORKER,
-                                    code="boom", message="boom")
+                await engine_calls.fail_job(
+                    session=session, job_id=job_id, worker_id=WORKER, code="boom", message="boom"
+                )
             elif action == "expire":
-                await session.exec(update(Job).where(col(Job.id) == job_id,
-                                                     col(Job.lease_owner).is_not(None))
-                                   .values(lease_expires_at=time.time() - 1))
+                await session.exec(
+                    update(Job)
+                    .where(col(Job.id) == job_id, col(Job.lease_owner).is_not(None))
+                    .values(lease_expires_at=time.time() - 1)
+                )
                 await session.commit()
             elif action == "release":
-                await jobs.release_job(session=session, job_id=job_id, worker_id=WORKER)
+                await engine_calls.release_job(session=session, job_id=job_id, worker_id=WORKER)
         except APIError:
             return False
     return True
 
 
-@settings(max_examples=40, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(actions=st.lists(st.sampled_from(ACTIONS), max_size=14))
 async def test_service_follows_the_status_rules(client, database, actions):
     tenant = await make_tenant(database)
@@ -141,8 +160,11 @@ async def test_service_follows_the_status_rules(client, database, actions):
                 assert job.error is not None and job.error["code"]
 
     async with database.session() as session:
-        seqs = (await session.exec(select(JobEvent.seq).where(JobEvent.job_id == job_id)
-                                   .order_by(col(JobEvent.pk)))).all()
+        seqs = (
+            await session.exec(
+                select(JobEvent.seq).where(JobEvent.job_id == job_id).order_by(col(JobEvent.pk))
+            )
+        ).all()
     assert list(seqs) == list(range(1, len(seqs) + 1))  # gap-free and in insertion order
 
 

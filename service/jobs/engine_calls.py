@@ -1,0 +1,302 @@
+"""The calls an engine makes to run a job: claim it with a lease, report progress and results.
+
+A worker claims a queued job (or one whose previous worker's lease expired), heartbeats to keep
+its lease and learn of a pause or cancel, logs metrics and checkpoints, and ends the job with
+success or failure. Every call checks that the worker still holds the lease.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import and_, or_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.checkpoints.models import Checkpoint
+from service.errors import Conflict
+from service.ids import new_id, now, random_base62
+from service.jobs import states
+from service.jobs.lifecycle import append_event, transition
+from service.jobs.models import Job, JobEvent
+from service.models.models import FineTunedModel
+
+CHECKPOINTS_KEPT = 3
+
+
+class LeaseLost(Conflict):
+    """The worker no longer holds the job (it expired, or the job was taken over)."""
+
+
+async def _held(session: AsyncSession, job_id: str, worker_id: str) -> Job:
+    job = (await session.exec(select(Job).where(Job.id == job_id))).first()
+    if job is None or job.lease_owner != worker_id:
+        raise LeaseLost(f"Worker {worker_id} does not hold job {job_id}.", code="lease_lost")
+    await session.refresh(job)
+    return job
+
+
+async def claim_next_job(
+    *,
+    session: AsyncSession,
+    engine: str,
+    worker_id: str,
+    lease_seconds: float,
+    max_attempts: int = 3,
+) -> Job | None:
+    """Take the oldest queued job of `engine` (or one whose worker's lease expired).
+
+    A job whose previous worker vanished goes back through `queued` with an event; after
+    `max_attempts` claims without a clean stop it fails instead.
+    """
+    while True:
+        t = time.time()
+        free = or_(col(Job.lease_owner).is_(None), col(Job.lease_expires_at) < t)
+        claimable = or_(
+            and_(col(Job.status) == "queued", free),
+            and_(col(Job.status) == "running", col(Job.lease_expires_at) < t),
+        )
+        query = (
+            select(Job.id)
+            .where(col(Job.engine) == engine, claimable)
+            .order_by(col(Job.pk))
+            .limit(1)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            # Other workers skip the row we are looking at instead of queueing behind it.
+            query = query.with_for_update(skip_locked=True)
+        job_id = (await session.exec(query)).first()
+        if job_id is None:
+            await session.rollback()
+            return None
+        claimed = await session.exec(
+            update(Job)
+            .where(col(Job.id) == job_id, claimable)
+            .values(
+                lease_owner=worker_id,
+                lease_expires_at=t + lease_seconds,
+                attempts=col(Job.attempts) + 1,
+            )
+        )
+        if claimed.rowcount != 1:
+            await session.rollback()  # another worker won the race; look again
+            continue
+        job = (await session.exec(select(Job).where(Job.id == job_id))).one()
+        await session.refresh(job)
+        if job.status == "running":
+            if job.attempts > max_attempts:
+                await transition(
+                    session,
+                    job,
+                    "failed",
+                    message=f"Fine-tuning job failed: its worker stopped {max_attempts} times",
+                    level="error",
+                    error={
+                        "code": "worker_lost",
+                        "message": f"The job's worker stopped unexpectedly {max_attempts} times.",
+                        "param": None,
+                    },
+                )
+                await session.commit()
+                continue
+            await transition(session, job, "queued", message=states.REQUEUED_MESSAGE, level="warn")
+        await session.commit()
+        return job
+
+
+async def heartbeat(
+    *, session: AsyncSession, job_id: str, worker_id: str, lease_seconds: float
+) -> str:
+    """Extend the worker's lease and return the job's status (to honour pause and cancel)."""
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == worker_id)
+        .values(lease_expires_at=time.time() + lease_seconds)
+    )
+    if result.rowcount != 1:
+        await session.rollback()
+        raise LeaseLost(f"Worker {worker_id} does not hold job {job_id}.", code="lease_lost")
+    await session.commit()
+    status = (await session.exec(select(Job.status).where(Job.id == job_id))).one()
+    return status
+
+
+async def start_job(
+    *,
+    session: AsyncSession,
+    job_id: str,
+    worker_id: str,
+    hyperparameters: Mapping[str, Any],
+    estimated_finish: int | None = None,
+) -> Job:
+    """Mark the held job running and write back its resolved hyperparameters."""
+    job = await _held(session, job_id, worker_id)
+    method = dict(job.method)
+    kind = method["type"]
+    config = dict(method.get(kind) or {})
+    config["hyperparameters"] = {**config.get("hyperparameters", {}), **hyperparameters}
+    method[kind] = config
+    await transition(session, job, "running", method=method, estimated_finish=estimated_finish)
+    await session.commit()
+    return job
+
+
+def metrics_message(metrics: Mapping[str, Any]) -> str:
+    """Format a step's metrics the way OpenAI's event log does."""
+    text = f"Step {metrics['step']}/{metrics.get('total_steps', '?')}"
+    parts = []
+    if metrics.get("train_loss") is not None:
+        parts.append(f"training loss={float(metrics['train_loss']):.2f}")
+    if metrics.get("full_valid_loss") is not None:
+        parts.append(f"full validation loss={float(metrics['full_valid_loss']):.2f}")
+    elif metrics.get("valid_loss") is not None:
+        parts.append(f"validation loss={float(metrics['valid_loss']):.2f}")
+    return f"{text}: {', '.join(parts)}" if parts else text
+
+
+async def append_metrics(
+    *,
+    session: AsyncSession,
+    job_id: str,
+    worker_id: str,
+    metrics: Mapping[str, Any],
+    estimated_finish: int | None = None,
+) -> JobEvent:
+    """Log one training step's metrics (OpenAI's `metrics` event) for a running job."""
+    if "step" not in metrics:
+        raise ValueError("metrics need a 'step'")
+    clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    job = await _held(session, job_id, worker_id)
+    if job.status != "running":
+        raise Conflict(f"Fine-tuning job {job_id} is {job.status}, not running.")
+    if estimated_finish is not None:
+        await session.exec(
+            update(Job).where(col(Job.id) == job_id).values(estimated_finish=estimated_finish)
+        )
+    event = await append_event(
+        session, job, metrics_message(clean), type="metrics", data=dict(clean)
+    )
+    await session.commit()
+    return event
+
+
+def model_name(base: str, organization: str, suffix: str | None) -> str:
+    """Return a new fine-tuned model name `ft:<base>:<org>:<suffix>:<id8>`."""
+    return f"ft:{base}:{organization}:{suffix or ''}:{random_base62(8)}"
+
+
+async def add_checkpoint(
+    *,
+    session: AsyncSession,
+    job_id: str,
+    worker_id: str,
+    organization: str,
+    step_number: int,
+    metrics: Mapping[str, Any],
+    location: str | None = None,
+) -> tuple[Checkpoint, list[str]]:
+    """Record a checkpoint; return it and the locations of older ones no longer kept."""
+    job = await _held(session, job_id, worker_id)
+    name = f"{model_name(job.base_model, organization, job.suffix)}:ckpt-step-{step_number}"
+    checkpoint = Checkpoint(
+        id=new_id("ftckpt_"),
+        job_id=job.id,
+        project_id=job.project_id,
+        created_at=now(),
+        step_number=step_number,
+        fine_tuned_model_checkpoint=name,
+        metrics={"step": step_number, **dict(metrics)},
+        location=location,
+    )
+    session.add(checkpoint)
+    await session.flush()
+    older = list(
+        (
+            await session.exec(
+                select(Checkpoint)
+                .where(Checkpoint.job_id == job.id)
+                .order_by(col(Checkpoint.pk).desc())
+                .offset(CHECKPOINTS_KEPT)
+            )
+        ).all()
+    )
+    for row in older:
+        await session.delete(row)
+    await append_event(
+        session, job, f"Checkpoint created at step {step_number} with Snapshot ID: {name}"
+    )
+    await session.commit()
+    return checkpoint, [row.location for row in older if row.location]
+
+
+async def succeed_job(
+    *,
+    session: AsyncSession,
+    job_id: str,
+    worker_id: str,
+    organization: str,
+    trained_tokens: int,
+    result_files: list[str],
+    location: str | None = None,
+) -> Job:
+    """Finish the held job: record its fine-tuned model and mark it succeeded."""
+    job = await _held(session, job_id, worker_id)
+    name = model_name(job.base_model, organization, job.suffix)
+    session.add(
+        FineTunedModel(
+            id=name,
+            project_id=job.project_id,
+            job_id=job.id,
+            base_model=job.base_model,
+            created_at=now(),
+            owned_by=job.organization_id,
+            location=location,
+        )
+    )
+    await append_event(session, job, f"New fine-tuned model created: {name}")
+    await transition(
+        session,
+        job,
+        "succeeded",
+        fine_tuned_model=name,
+        trained_tokens=trained_tokens,
+        result_files=result_files,
+    )
+    await session.commit()
+    return job
+
+
+async def fail_job(
+    *,
+    session: AsyncSession,
+    job_id: str,
+    worker_id: str,
+    code: str,
+    message: str,
+    param: str | None = None,
+) -> Job:
+    """Mark the held job failed with OpenAI's `error` object."""
+    job = await _held(session, job_id, worker_id)
+    await transition(
+        session,
+        job,
+        "failed",
+        message=f"Fine-tuning job failed: {message}",
+        level="error",
+        error={"code": code, "message": message, "param": param},
+    )
+    await session.commit()
+    return job
+
+
+async def release_job(*, session: AsyncSession, job_id: str, worker_id: str) -> None:
+    """Give the job back after a clean stop (paused, cancelled); clears the crash count."""
+    await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == worker_id)
+        .values(lease_owner=None, lease_expires_at=None, attempts=0)
+    )
+    await session.commit()

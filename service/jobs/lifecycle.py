@@ -1,0 +1,97 @@
+"""The one place where a job changes status, and the job's append-only event log.
+
+Every status change goes through `transition`, which checks the table in `states.py` and
+updates the row with a compare-and-set on the old status, so a client's cancel and an engine's
+report can never both win. Each change appends an event in the same transaction; the caller
+commits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.errors import Conflict, InvalidRequest
+from service.ids import new_id, now
+from service.jobs import states
+from service.jobs.models import Job, JobEvent
+
+
+class ConcurrentUpdate(Conflict):
+    """The job's status changed between reading and writing it."""
+
+
+class IllegalTransition(InvalidRequest):
+    """The status table does not allow this change."""
+
+
+async def append_event(
+    session: AsyncSession,
+    job: Job,
+    message: str,
+    *,
+    level: str = "info",
+    type: str = "message",
+    data: dict[str, Any] | None = None,
+) -> JobEvent:
+    """Add an event to the job's log with the next sequence number (not committed)."""
+    # UPDATE ... RETURNING takes the job row's lock, so concurrent writers get distinct,
+    # increasing numbers on PostgreSQL as on SQLite.
+    seq = (
+        await session.exec(
+            update(Job)
+            .where(col(Job.id) == job.id)
+            .values(event_seq=col(Job.event_seq) + 1)
+            .returning(col(Job.event_seq))
+        )
+    ).scalar_one()
+    event = JobEvent(
+        id=new_id("ftevent-"),
+        job_id=job.id,
+        project_id=job.project_id,
+        seq=seq,
+        created_at=now(),
+        level=level,
+        message=message,
+        type=type,
+        data=data,
+    )
+    session.add(event)
+    return event
+
+
+async def transition(
+    session: AsyncSession,
+    job: Job,
+    target: str,
+    *,
+    message: str | None = None,
+    level: str = "info",
+    **fields: Any,
+) -> None:
+    """Move the job to `target` if the status table allows it, and log it (not committed)."""
+    if not states.is_allowed(job.status, target):
+        raise IllegalTransition(
+            f"Fine-tuning job {job.id} cannot move from '{job.status}' to '{target}'.",
+            code="invalid_status_transition",
+        )
+    values: dict[str, Any] = {"status": target, "updated_at": now(), **fields}
+    if states.is_terminal(target):
+        values.update(
+            finished_at=now(), estimated_finish=None, lease_owner=None, lease_expires_at=None
+        )
+    result = await session.exec(
+        update(Job).where(col(Job.id) == job.id, col(Job.status) == job.status).values(**values)
+    )
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(
+            f"Fine-tuning job {job.id} changed status meanwhile; retry.", code="concurrent_update"
+        )
+    for name, value in values.items():
+        setattr(job, name, value)
+    text = message or states.ENTER_MESSAGES.get(target)
+    if text:
+        await append_event(session, job, text, level=level)

@@ -1,9 +1,10 @@
-"""Command line: `python -m service serve | migrate | keys create`."""
+"""Command line: `python -m service serve | worker | migrate | keys create`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 
@@ -33,6 +34,23 @@ def _serve(settings: Settings, host: str, port: int) -> None:
     )
 
 
+async def _work(settings: Settings) -> None:
+    import anyio
+
+    from service.engines.local.worker import LocalWorker
+    from service.models.registry import build_registry
+
+    await upgrade(settings.database_url)
+    database = Database(settings.database_url)
+    registry = build_registry(settings.base_models_dir, settings.local_models)
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    logging.getLogger(__name__).info("local worker %s started", worker.worker_id)
+    try:
+        await worker.run(anyio.Event())  # until interrupted
+    finally:
+        await database.dispose()
+
+
 async def _create_key(settings: Settings, project_name: str, admin: bool, name: str) -> str:
     await upgrade(settings.database_url)
     database = Database(settings.database_url)
@@ -60,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default FT_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default FT_PORT or 8000)")
     commands.add_parser("migrate", help="apply database migrations up to head")
+    commands.add_parser("worker", help="run a local-engine worker against the same database")
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create an API key; prints it last")
@@ -72,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(settings.log_level)
     if args.command == "serve":
         _serve(settings, args.host or settings.host, args.port or settings.port)
+    elif args.command == "worker":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_work(settings))
     elif args.command == "migrate":
         asyncio.run(upgrade(settings.database_url))
         print("database is at the latest revision")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -20,13 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
+from service.engines.local.worker import LocalWorker
 from service.errors import APIError, ErrorResponse, error_envelope
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
 from service.janitor import run_periodically
 from service.jobs.router import router as jobs_router
-from service.models.registry import ModelRegistry
+from service.models.registry import ModelRegistry, build_registry
 from service.models.router import router as models_router
 from service.projects import service as projects
 from service.projects.router import router as projects_router
@@ -176,6 +178,13 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                         "no API key exists yet: set FT_BOOTSTRAP_API_KEY, or run "
                         "`python -m service keys create --project default --admin`"
                     )
+            stopping = anyio.Event()
+            worker = None
+            if settings.embedded_worker:
+                local = LocalWorker(
+                    database=database, settings=settings, registry=app.state.registry
+                )
+                worker = asyncio.create_task(local.run(stopping))
             janitor = asyncio.create_task(
                 run_periodically(
                     database=database,
@@ -187,9 +196,12 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
             try:
                 yield
             finally:
+                stopping.set()
                 janitor.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await janitor
+                if worker is not None:
+                    await worker  # a running job is released by its trainer stopping
         finally:
             await database.dispose()
 
@@ -202,7 +214,8 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
         generate_unique_id_function=lambda route: route.operation_id or route.name,
     )
     app.state.settings = settings
-    app.state.registry = registry or ModelRegistry()
+    registry = registry or build_registry(settings.base_models_dir, settings.local_models)
+    app.state.registry = registry
     _install_error_handlers(app)
     for router in (files_router, jobs_router, checkpoints_router, models_router, projects_router):
         app.include_router(router, responses=_ERROR_RESPONSES)

@@ -33,6 +33,15 @@ class Settings(BaseSettings):
     log_level: str = "info"
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     janitor_interval_seconds: float = Field(default=3600.0, gt=0)
+    models_dir: Path | None = Field(
+        default=None, description="Folder of local base models; default <data dir>/models."
+    )
+    local_models: dict[str, Path] = Field(
+        default_factory=dict, description="More local base models: JSON object name -> folder."
+    )
+    embedded_worker: bool = True
+    worker_lease_seconds: float = Field(default=60.0, gt=1)
+    worker_poll_seconds: float = Field(default=2.0, gt=0)
     sql_echo: bool = False
 
     @field_validator("data_dir")
@@ -54,6 +63,16 @@ class Settings(BaseSettings):
                 "FT_BOOTSTRAP_API_KEY looks like a placeholder; use at least 20 random characters"
             )
         return self
+
+    @property
+    def base_models_dir(self) -> Path:
+        """Folder whose sub-folders are local base models."""
+        return self.models_dir or self.data_dir / "models"
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Folder holding each local job's checkpoints and final adapter."""
+        return self.data_dir / "jobs"
 
     @property
     def files_dir(self) -> Path:

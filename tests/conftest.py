@@ -77,9 +77,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (random, tiny) causal LM on disk, built once per test session."""
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-chat")
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", database_url=database_url, _env_file=None)  # type: ignore[call-arg]
+    # No embedded worker: tests that train drive a worker themselves, one step at a time.
+    return Settings(  # type: ignore[call-arg]
+        data_dir=tmp_path / "data", database_url=database_url, embedded_worker=False,
+        _env_file=None,
+    )
 
 
 @pytest.fixture

@@ -300,3 +300,14 @@ async def release_job(*, session: AsyncSession, job_id: str, worker_id: str) -> 
         .values(lease_owner=None, lease_expires_at=None, attempts=0)
     )
     await session.commit()
+
+
+async def abandon_job(*, session: AsyncSession, job_id: str, worker_id: str) -> None:
+    """Hand a running job back when the worker shuts down: its lease expires now."""
+    # Not a crash: the attempt count is cleared, and the next claim resumes the job.
+    await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == worker_id)
+        .values(lease_expires_at=0.0, attempts=0)
+    )
+    await session.commit()

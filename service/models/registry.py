@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Literal
 
 from service.errors import InvalidRequest
@@ -135,3 +136,12 @@ class ModelRegistry:
     def all(self) -> list[BaseModelSpec]:
         """Every registered base model, sorted by id."""
         return sorted(self._models.values(), key=lambda m: m.id)
+
+
+def build_registry(models_dir: Path, local_models: dict[str, Path]) -> ModelRegistry:
+    """The deployment's registry: OpenAI's bases and the local models on disk."""
+    from service.engines.local import tokenizer
+    from service.engines.local.models import discover
+
+    tokenizer.register()
+    return ModelRegistry([*OPENAI_BASE_MODELS, *discover(models_dir, local_models)])

@@ -337,8 +337,8 @@ def test_malformed_spec_is_refused(spec: str) -> None:
 
 
 def test_unknown_scheme_is_refused_with_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown tokenizer scheme 'hf'.*tiktoken"):
-        counter_for("hf:/models/mistral-7b")
+    with pytest.raises(ValueError, match=r"unknown tokenizer scheme 'spm'.*tiktoken"):
+        counter_for("spm:/models/mistral-7b")
 
 
 def test_invalid_scheme_cannot_be_registered() -> None:

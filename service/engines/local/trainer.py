@@ -1,0 +1,270 @@
+"""The trainer process: fine-tunes one job with TRL and LoRA and reports through a queue.
+
+It runs in a child process of the worker (torch, transformers and TRL are imported here
+only), never touches the database, and talks to the worker with plain dict messages:
+
+    {"type": "started", "hyperparameters": {...}, "total_steps": n}
+    {"type": "metrics", "metrics": {...}}                 one per optimizer step
+    {"type": "checkpoint", "step": n, "metrics": {...}, "path": folder}   at each epoch end
+    {"type": "stopped", "reason": "pause" | "cancel"}     after a requested stop
+    {"type": "succeeded", "adapter": folder, "trained_tokens": n, "csv": text}
+    {"type": "failed", "code": ..., "message": ...}
+
+The worker sets `stop` (with `reason`) to ask for a pause or a cancel; the trainer stops at the
+end of the current step, saving a resumable checkpoint first when pausing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Learning rates for LoRA that `learning_rate_multiplier` scales (1.0 when "auto").
+BASE_LEARNING_RATE = {"supervised": 2e-4, "dpo": 5e-5, "reinforcement": 1e-5}
+MAX_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Everything the trainer process needs, picklable."""
+
+    job_id: str
+    method: str
+    base_path: str
+    training_path: str
+    validation_path: str | None
+    output_dir: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    adapter_path: str | None = None  # continue training from a fine-tuned adapter
+    lora: dict[str, Any] = field(default_factory=dict)
+
+
+def default_epochs(n_examples: int) -> int:
+    """OpenAI's auto rule: about 3 epochs, more for tiny sets, fewer for huge ones."""
+    if n_examples * 3 < 100:
+        return min(25, 100 // max(1, n_examples))
+    if n_examples * 3 > 25_000:
+        return max(1, 25_000 // n_examples)
+    return 3
+
+
+def resolve_hyperparameters(method: str, given: dict[str, Any], n_rows: int) -> dict[str, Any]:
+    """Replace every "auto" with the value the trainer will use (documented in the README)."""
+    resolved = dict(given)
+    if resolved.get("n_epochs", "auto") == "auto":
+        resolved["n_epochs"] = default_epochs(n_rows)
+    if resolved.get("batch_size", "auto") == "auto":
+        # Small batches on small sets keep several steps per epoch; 8 at most on CPU memory.
+        resolved["batch_size"] = max(1, min(8, n_rows // 32))
+    if resolved.get("learning_rate_multiplier", "auto") == "auto":
+        resolved["learning_rate_multiplier"] = 1.0
+    if method == "dpo" and resolved.get("beta", "auto") == "auto":
+        resolved["beta"] = 0.1
+    return resolved
+
+
+def metrics_csv(history: list[dict[str, Any]]) -> str:
+    """OpenAI's results file: one row per step."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    )
+    for row in history:
+        writer.writerow(
+            [
+                row["step"],
+                row.get("train_loss", ""),
+                row.get("train_mean_token_accuracy", ""),
+                row.get("valid_loss", ""),
+                row.get("valid_mean_token_accuracy", ""),
+            ]
+        )
+    return out.getvalue()
+
+
+def main(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int) -> None:
+    """Process entry point: train, and report the outcome as the last message."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        _train(spec, outbox, stop, reason, parent_pid)
+    except MemoryError:
+        outbox.put(
+            {"type": "failed", "code": "out_of_memory", "message": "Training ran out of memory."}
+        )
+    except Exception as exc:  # every failure must end the job, never leave it running
+        log.error("training failed:\n%s", traceback.format_exc())
+        code = "out_of_memory" if "out of memory" in str(exc).lower() else "training_error"
+        outbox.put(
+            {
+                "type": "failed",
+                "code": code,
+                "message": f"Training failed: {type(exc).__name__}: {exc}",
+            }
+        )
+
+
+@dataclass
+class _Progress:
+    tokens: int = 0
+    stopping: str | None = None
+
+
+def _latest_checkpoint(output_dir: Path) -> str | None:
+    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    return str(found[-1]) if found else None
+
+
+def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+
+    from service.engines.local import data
+
+    torch.manual_seed(spec.seed)
+    if spec.method != "supervised":  # job creation refuses other methods for local models
+        raise ValueError(f"the local engine trains 'supervised' jobs, not '{spec.method}'")
+    rows = data.supervised_rows(Path(spec.training_path))
+    eval_rows = data.supervised_rows(Path(spec.validation_path)) if spec.validation_path else None
+    hyper = resolve_hyperparameters(spec.method, spec.hyperparameters, len(rows))
+    steps_per_epoch = -(-len(rows) // hyper["batch_size"])
+    total_steps = steps_per_epoch * hyper["n_epochs"]
+    outbox.put({"type": "started", "hyperparameters": hyper, "total_steps": total_steps})
+
+    gpu = torch.cuda.is_available()
+    bf16 = gpu and torch.cuda.is_bf16_supported()
+    tokenizer = AutoTokenizer.from_pretrained(spec.base_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model: Any = AutoModelForCausalLM.from_pretrained(
+        spec.base_path, dtype=torch.bfloat16 if bf16 else torch.float32
+    )
+    peft_config = None
+    if spec.adapter_path:
+        model = PeftModel.from_pretrained(model, spec.adapter_path, is_trainable=True)
+    else:
+        peft_config = LoraConfig(
+            r=spec.lora.get("r", 16),
+            lora_alpha=spec.lora.get("alpha", 32),
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+    output_dir = Path(spec.output_dir)
+    config = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=hyper["n_epochs"],
+        per_device_train_batch_size=hyper["batch_size"],
+        per_device_eval_batch_size=hyper["batch_size"],
+        learning_rate=BASE_LEARNING_RATE[spec.method] * hyper["learning_rate_multiplier"],
+        lr_scheduler_type="linear",
+        logging_steps=1,
+        save_strategy="epoch",
+        save_total_limit=4,
+        eval_strategy="epoch" if eval_rows else "no",
+        report_to="none",
+        use_cpu=not gpu,
+        bf16=bf16,
+        gradient_checkpointing=False,
+        seed=spec.seed,
+        data_seed=spec.seed,
+        disable_tqdm=True,
+        max_length=MAX_LENGTH,
+        dataloader_num_workers=0,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    trainer.remove_callback(PrinterCallback)
+    history: list[dict[str, Any]] = []
+    progress = _Progress()
+
+    class Reporter(TrainerCallback):
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any
+        ) -> None:
+            if not logs or "train_runtime" in logs:
+                return
+            if "eval_loss" in logs:
+                history[-1:] = [
+                    {
+                        **history[-1],
+                        "valid_loss": logs["eval_loss"],
+                        "valid_mean_token_accuracy": logs.get("eval_mean_token_accuracy"),
+                    }
+                ]
+                return
+            progress.tokens = int(logs.get("num_tokens", progress.tokens))
+            metrics = {
+                "step": state.global_step,
+                "total_steps": state.max_steps,
+                "train_loss": logs.get("loss"),
+                "train_mean_token_accuracy": logs.get("mean_token_accuracy"),
+                "learning_rate": logs.get("learning_rate"),
+                "epoch": logs.get("epoch"),
+            }
+            history.append(metrics)
+            outbox.put({"type": "metrics", "metrics": metrics})
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if os.getppid() != parent_pid:  # the worker died: stop, it will be recovered
+                os._exit(3)
+            if stop.is_set() and progress.stopping is None:
+                progress.stopping = reason.value.decode() or "cancel"
+                control.should_training_stop = True
+                control.should_save = progress.stopping == "pause"
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if progress.stopping is not None:
+                return
+            metrics = {
+                k: v
+                for k, v in (history[-1] if history else {}).items()
+                if k not in ("total_steps", "learning_rate", "epoch")
+            }
+            path = output_dir / f"checkpoint-{state.global_step}"
+            outbox.put(
+                {
+                    "type": "checkpoint",
+                    "step": state.global_step,
+                    "metrics": metrics,
+                    "path": str(path),
+                }
+            )
+
+    trainer.add_callback(Reporter())
+    trainer.train(resume_from_checkpoint=_latest_checkpoint(output_dir))
+    if progress.stopping is not None:
+        outbox.put({"type": "stopped", "reason": progress.stopping})
+        return
+    adapter = output_dir / "final"
+    trainer.save_model(str(adapter))
+    outbox.put(
+        {
+            "type": "succeeded",
+            "adapter": str(adapter),
+            "trained_tokens": progress.tokens,
+            "csv": metrics_csv(history),
+        }
+    )

@@ -1,0 +1,262 @@
+"""The local worker: claims queued local jobs and runs each in a trainer process.
+
+The worker holds the job's lease and is the only one writing to the database: it relays the
+trainer's messages (metrics, checkpoints, the outcome) to the jobs service, heartbeats, and
+asks the trainer to stop when the job is paused or cancelled. One job at a time per worker.
+`poll_once()` is one deterministic step; `run()` loops until told to stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from service.db import Database
+from service.engines.local.trainer import TrainSpec, main
+from service.errors import APIError
+from service.files.service import content_path, create_file_from_bytes
+from service.jobs import engine_calls
+from service.jobs.models import Job
+from service.models.registry import ModelRegistry
+from service.models.service import find_derived
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+ENGINE = "local"
+
+
+@dataclass
+class _Run:
+    job: Job
+    process: Any
+    outbox: Any
+    stop: Any
+    reason: Any
+    last_beat: float = 0.0
+    outcome: str | None = None
+
+
+class LocalWorker:
+    """Claims local jobs from the database and trains them one at a time."""
+
+    def __init__(self, *, database: Database, settings: Settings, registry: ModelRegistry) -> None:
+        self.database = database
+        self.settings = settings
+        self.registry = registry
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._context = multiprocessing.get_context("spawn")
+        self._stopping = anyio.Event()
+
+    async def run(self, stopping: anyio.Event) -> None:
+        """Poll for jobs until `stopping` is set; a job in progress is handed back."""
+        self._stopping = stopping
+        while not stopping.is_set():
+            try:
+                worked = await self.poll_once()
+            except Exception:  # a broken pass must not end the worker
+                log.exception("local worker pass failed")
+                worked = False
+            if not worked:
+                with anyio.move_on_after(self.settings.worker_poll_seconds):
+                    await stopping.wait()
+
+    async def poll_once(self) -> bool:
+        """Claim one job and run it to its end; return whether there was one."""
+        async with self.database.session() as session:
+            job = await engine_calls.claim_next_job(
+                session=session,
+                engine=ENGINE,
+                worker_id=self.worker_id,
+                lease_seconds=self.settings.worker_lease_seconds,
+            )
+        if job is None:
+            return False
+        try:
+            await self._run(job)
+        except engine_calls.LeaseLost:
+            log.warning("lost the lease of %s; another worker may take it over", job.id)
+        return True
+
+    async def _spec(self, job: Job) -> TrainSpec:
+        base = self.registry.resolve(job.base_model)
+        if base is None or "path" not in base.extra:
+            raise RuntimeError(f"base model {job.base_model} is not a local model here")
+        adapter = None
+        if job.model != job.base_model:
+            async with self.database.session() as session:
+                derived = await find_derived(session, job.model)
+            adapter = derived.location if derived else None
+        files_dir = self.settings.files_dir
+        kind = job.method["type"]
+        return TrainSpec(
+            job_id=job.id,
+            method=kind,
+            base_path=base.extra["path"],
+            training_path=str(content_path(files_dir, job.training_file)),
+            validation_path=(
+                str(content_path(files_dir, job.validation_file)) if job.validation_file else None
+            ),
+            output_dir=str(self.settings.jobs_dir / job.id),
+            hyperparameters=dict((job.method.get(kind) or {}).get("hyperparameters") or {}),
+            seed=job.seed,
+            adapter_path=adapter,
+        )
+
+    async def _run(self, job: Job) -> None:
+        try:
+            spec = await self._spec(job)
+        except Exception as exc:
+            await self._fail(job, "invalid_model", str(exc))
+            return
+        Path(spec.output_dir).mkdir(parents=True, exist_ok=True)
+        outbox = self._context.Queue()
+        stop = self._context.Event()
+        reason = self._context.Array("c", 16)
+        process = self._context.Process(
+            target=main, args=(spec, outbox, stop, reason, os.getpid()), daemon=True
+        )
+        process.start()
+        run = _Run(job=job, process=process, outbox=outbox, stop=stop, reason=reason)
+        try:
+            while run.outcome is None:
+                if self._stopping.is_set():
+                    # Shutting down: hand the job back at once; the next worker resumes it
+                    # from its last checkpoint.
+                    process.kill()
+                    async with self.database.session() as session:
+                        await engine_calls.abandon_job(
+                            session=session, job_id=job.id, worker_id=self.worker_id
+                        )
+                    return
+                message = await anyio.to_thread.run_sync(_next, outbox, 0.5)
+                if message is not None:
+                    await self._handle(run, message)
+                elif not process.is_alive():
+                    await self._fail(
+                        job,
+                        "training_error",
+                        f"The trainer process exited with code {process.exitcode}.",
+                    )
+                    run.outcome = "failed"
+                await self._heartbeat(run)
+        finally:
+            if process.is_alive():
+                process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+            outbox.close()
+
+    async def _heartbeat(self, run: _Run) -> None:
+        if time.monotonic() - run.last_beat < min(5.0, self.settings.worker_lease_seconds / 4):
+            return
+        run.last_beat = time.monotonic()
+        async with self.database.session() as session:
+            try:
+                status = await engine_calls.heartbeat(
+                    session=session,
+                    job_id=run.job.id,
+                    worker_id=self.worker_id,
+                    lease_seconds=self.settings.worker_lease_seconds,
+                )
+            except engine_calls.LeaseLost:
+                status = "cancelled"  # cancelled jobs release their lease; stop either way
+        if status in ("paused", "cancelled") and not run.stop.is_set():
+            run.reason.value = b"pause" if status == "paused" else b"cancel"
+            run.stop.set()
+
+    async def _handle(self, run: _Run, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        job_id, worker = run.job.id, self.worker_id
+        async with self.database.session() as session:
+            if kind == "started":
+                await engine_calls.start_job(
+                    session=session,
+                    job_id=job_id,
+                    worker_id=worker,
+                    hyperparameters=message["hyperparameters"],
+                )
+            elif kind == "metrics":
+                await self._ignore_when_stopping(
+                    run,
+                    engine_calls.append_metrics(
+                        session=session,
+                        job_id=job_id,
+                        worker_id=worker,
+                        metrics=message["metrics"],
+                    ),
+                )
+            elif kind == "checkpoint":
+                _, dropped = await engine_calls.add_checkpoint(
+                    session=session,
+                    job_id=job_id,
+                    worker_id=worker,
+                    organization=self.settings.organization,
+                    step_number=message["step"],
+                    metrics=message["metrics"],
+                    location=message["path"],
+                )
+                log.debug("checkpoints no longer kept: %s", dropped)
+            elif kind == "stopped":
+                await engine_calls.release_job(session=session, job_id=job_id, worker_id=worker)
+                run.outcome = message["reason"]
+            elif kind == "succeeded":
+                results = await create_file_from_bytes(
+                    session=session,
+                    project_id=run.job.project_id,
+                    files_dir=self.settings.files_dir,
+                    filename="step_metrics.csv",
+                    purpose="fine-tune-results",
+                    content=message["csv"].encode(),
+                )
+                await engine_calls.succeed_job(
+                    session=session,
+                    job_id=job_id,
+                    worker_id=worker,
+                    organization=self.settings.organization,
+                    trained_tokens=message["trained_tokens"],
+                    result_files=[results.id],
+                    location=message["adapter"],
+                )
+                run.outcome = "succeeded"
+            elif kind == "failed":
+                await self._fail(run.job, message["code"], message["message"])
+                run.outcome = "failed"
+
+    async def _ignore_when_stopping(self, run: _Run, call: Any) -> None:
+        # Steps finishing after a pause or cancel was requested are not logged.
+        try:
+            await call
+        except APIError:
+            if not run.stop.is_set():
+                raise
+
+    async def _fail(self, job: Job, code: str, message: str) -> None:
+        async with self.database.session() as session:
+            try:
+                await engine_calls.fail_job(
+                    session=session,
+                    job_id=job.id,
+                    worker_id=self.worker_id,
+                    code=code,
+                    message=message,
+                )
+            except APIError:
+                log.warning("could not mark %s failed (%s): %s", job.id, code, message)
+
+
+def _next(outbox: Any, timeout: float) -> dict[str, Any] | None:
+    try:
+        message: dict[str, Any] = outbox.get(timeout=timeout)
+        return message
+    except queue.Empty:
+        return None

@@ -26,6 +26,8 @@ from service.errors import APIError, ErrorResponse, error_envelope
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
+from service.inference.generator import Generator
+from service.inference.router import router as inference_router
 from service.janitor import run_periodically
 from service.jobs.router import router as jobs_router
 from service.models.registry import ModelRegistry, build_registry
@@ -48,6 +50,7 @@ TAGS = [
     {"name": "Files", "description": "Upload training data and download results."},
     {"name": "Fine-tuning", "description": "Jobs, their events and checkpoints, and sharing."},
     {"name": "Models", "description": "Base models and the models your jobs produced."},
+    {"name": "Chat", "description": "Use a local base or fine-tuned model."},
     {"name": "Organization", "description": "Projects and API keys (admin keys only)."},
     {"name": "Health", "description": "Liveness for load balancers and orchestrators."},
 ]
@@ -216,8 +219,17 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
     app.state.settings = settings
     registry = registry or build_registry(settings.base_models_dir, settings.local_models)
     app.state.registry = registry
+    app.state.generator = Generator()
     _install_error_handlers(app)
-    for router in (files_router, jobs_router, checkpoints_router, models_router, projects_router):
+    routers = (
+        files_router,
+        jobs_router,
+        checkpoints_router,
+        models_router,
+        inference_router,
+        projects_router,
+    )
+    for router in routers:
         app.include_router(router, responses=_ERROR_RESPONSES)
     app.openapi = lambda: _openapi_document(app)  # type: ignore[method-assign]
 

@@ -99,3 +99,133 @@ async def test_local_models_refuse_methods_the_trainer_does_not_run_yet(client, 
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unsupported_method"
+
+
+async def _trained_model(client, database, settings, registry, tenant) -> dict:
+    file_id = await make_file(client, tenant, chat_file(12))
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {
+                        "n_epochs": 1,
+                        "batch_size": 4,
+                        "learning_rate_multiplier": 50,
+                    }
+                },
+            },
+        },
+    )
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    await worker.poll_once()
+    job = (await client.get(f"{JOBS}/{created.json()['id']}", headers=tenant.headers)).json()
+    assert job["status"] == "succeeded", job["error"]
+    return job
+
+
+async def test_fine_tuned_model_and_checkpoint_answer_chat_completions(
+    client, database, settings, registry
+):
+    tenant = await make_tenant(database)
+    job = await _trained_model(client, database, settings, registry, tenant)
+    checkpoint = (
+        await client.get(f"{JOBS}/{job['id']}/checkpoints", headers=tenant.headers)
+    ).json()["data"][0]
+    for model in ("tiny-chat", job["fine_tuned_model"], checkpoint["fine_tuned_model_checkpoint"]):
+        response = await client.post(
+            "/v1/chat/completions",
+            headers=tenant.headers,
+            json={
+                "model": model,
+                "messages": [{"role": "user", "content": "Bonjour"}],
+                "max_completion_tokens": 8,
+                "temperature": 0,
+                "n": 2,
+            },
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["object"] == "chat.completion" and body["model"] == model
+        assert len(body["choices"]) == 2
+        assert body["choices"][0]["message"]["role"] == "assistant"
+        assert body["choices"][0]["finish_reason"] in ("stop", "length")
+        usage = body["usage"]
+        assert usage["prompt_tokens"] > 0
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    # Greedy decoding with the same seed is deterministic.
+    twice = [
+        (
+            await client.post(
+                "/v1/chat/completions",
+                headers=tenant.headers,
+                json={
+                    "model": job["fine_tuned_model"],
+                    "messages": [{"role": "user", "content": "Hi"}],
+                    "max_tokens": 6,
+                    "temperature": 0,
+                },
+            )
+        ).json()["choices"][0]["message"]["content"]
+        for _ in range(2)
+    ]
+    assert twice[0] == twice[1]
+
+
+async def test_streamed_completion_matches_the_openai_chunk_format(
+    client, database, settings, registry
+):
+    tenant = await make_tenant(database)
+    job = await _trained_model(client, database, settings, registry, tenant)
+    request = {
+        "model": job["fine_tuned_model"],
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 6,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    async with client.stream(
+        "POST", "/v1/chat/completions", headers=tenant.headers, json=request
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line async for line in response.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    import json
+
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[-2]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert chunks[-1]["usage"]["completion_tokens"] >= 1
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1])
+    plain = await client.post(
+        "/v1/chat/completions",
+        headers=tenant.headers,
+        json={**request, "stream": False, "stream_options": None},
+    )
+    assert streamed == plain.json()["choices"][0]["message"]["content"]
+
+
+async def test_other_projects_cannot_use_a_fine_tuned_model(client, database, settings, registry):
+    owner = await make_tenant(database)
+    job = await _trained_model(client, database, settings, registry, owner)
+    stranger = await make_tenant(database, "stranger")
+    response = await client.post(
+        "/v1/chat/completions",
+        headers=stranger.headers,
+        json={"model": job["fine_tuned_model"], "messages": [{"role": "user", "content": "Hi"}]},
+    )
+    assert response.status_code == 404
+    openai_base = await client.post(
+        "/v1/chat/completions",
+        headers=owner.headers,
+        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]},
+    )
+    assert openai_base.status_code == 400
+    assert openai_base.json()["error"]["code"] == "model_not_served"

@@ -1,0 +1,1 @@
+"""Inference: `/v1/chat/completions` for local base models, fine-tuned models and checkpoints."""

@@ -1,0 +1,207 @@
+"""Text generation with a local base model and, optionally, a LoRA adapter on top.
+
+Loaded models are kept in a small LRU cache keyed by (base folder, adapter folder). Generation
+is blocking and runs in a worker thread; one lock per loaded model serialises its use, since a
+model is not safe to drive from two threads at once. torch and transformers are imported on
+first use, so an API process that never generates never pays for them.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+CACHE_SIZE = 2
+
+
+@dataclass
+class Loaded:
+    """A model ready to generate, with its tokenizer and lock."""
+
+    model: Any
+    tokenizer: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One completion."""
+
+    text: str
+    finish_reason: str
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Params:
+    """Sampling parameters of one request."""
+
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    n: int
+    stops: tuple[str, ...]
+    seed: int | None
+
+
+class Generator:
+    """Loads models on demand and generates chat completions."""
+
+    def __init__(self, cache_size: int = CACHE_SIZE) -> None:
+        self._cache: OrderedDict[tuple[str, str | None], Loaded] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+
+    def forget(self, adapter: str) -> None:
+        """Drop cached models using `adapter` (its files are being deleted)."""
+        with self._cache_lock:
+            for key in [k for k in self._cache if k[1] == adapter]:
+                del self._cache[key]
+
+    def load(self, base: str, adapter: str | None) -> Loaded:
+        """Return the model for (base, adapter), loading it if needed."""
+        key = (base, adapter)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(adapter or base)
+        model: Any = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        if adapter:
+            from peft import PeftModel
+
+            with warnings.catch_warnings():
+                # peft 0.21 asks transformers 5 a deprecated question; nothing for us to change.
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+                model = PeftModel.from_pretrained(model, adapter)
+        model.eval()
+        loaded = Loaded(model=model, tokenizer=tokenizer)
+        with self._cache_lock:
+            self._cache[key] = loaded
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return loaded
+
+    def prompt_ids(self, loaded: Loaded, messages: list[dict[str, str]]) -> Any:
+        """Tokenise the conversation with the model's chat template."""
+        encoded = loaded.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        return encoded["input_ids"]
+
+    def _kwargs(self, loaded: Loaded, params: Params) -> dict[str, Any]:
+        sample = params.temperature > 0
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sample,
+            "pad_token_id": loaded.tokenizer.pad_token_id or loaded.tokenizer.eos_token_id,
+        }
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        return kwargs
+
+    def generate(
+        self, loaded: Loaded, messages: list[dict[str, str]], params: Params
+    ) -> tuple[int, list[Generated]]:
+        """Return the prompt's token count and `n` completions."""
+        import torch
+
+        ids = self.prompt_ids(loaded, messages)
+        # Greedy decoding gives one answer; n choices are n copies of it, as OpenAI's are.
+        sequences = params.n if params.temperature > 0 else 1
+        with loaded.lock, torch.no_grad():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            output = loaded.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                num_return_sequences=sequences,
+                **self._kwargs(loaded, params),
+            )
+        if sequences < params.n:
+            output = output.repeat(params.n, 1)
+        prompt_len = ids.shape[1]
+        eos = loaded.tokenizer.eos_token_id
+        results = []
+        for row in output:
+            new = [int(t) for t in row[prompt_len:]]
+            ended = eos in new
+            if ended:
+                new = new[: new.index(eos)]
+            text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, params.stops)
+            full = len(new) >= params.max_new_tokens and not (ended or stopped)
+            results.append(Generated(text, "length" if full else "stop", len(new)))
+        return prompt_len, results
+
+    def stream(
+        self, loaded: Loaded, messages: list[dict[str, str]], params: Params
+    ) -> tuple[int, Iterator[str], dict[str, Any]]:
+        """Start generating in a thread; return the prompt size, a text iterator, and a dict
+        that holds `finish_reason` and `completion_tokens` once the iterator is exhausted."""
+        import torch
+        from transformers import TextIteratorStreamer
+
+        ids = self.prompt_ids(loaded, messages)
+        streamer = TextIteratorStreamer(
+            loaded.tokenizer, skip_prompt=True, skip_special_tokens=True
+        )
+        outcome: dict[str, Any] = {"finish_reason": "stop", "completion_tokens": 0}
+
+        def run() -> None:
+            with loaded.lock, torch.no_grad():
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                out = loaded.model.generate(
+                    input_ids=ids,
+                    attention_mask=torch.ones_like(ids),
+                    streamer=streamer,
+                    **self._kwargs(loaded, params),
+                )
+            new = [int(t) for t in out[0][ids.shape[1] :]]
+            eos = loaded.tokenizer.eos_token_id
+            outcome["completion_tokens"] = len(new) - (1 if eos in new else 0)
+            if len(new) >= params.max_new_tokens and eos not in new:
+                outcome["finish_reason"] = "length"
+
+        threading.Thread(target=run, daemon=True).start()
+        return ids.shape[1], _stop_filtered(iter(streamer), params.stops, outcome), outcome
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def _stop_filtered(
+    pieces: Iterator[str], stops: tuple[str, ...], outcome: dict[str, Any]
+) -> Iterator[str]:
+    """Pass text through until a stop sequence appears (held back while it might be forming)."""
+    if not stops:
+        yield from pieces
+        return
+    pending = ""
+    longest = max(len(s) for s in stops)
+    for piece in pieces:
+        pending += piece
+        text, stopped = _cut_at_stop(pending, stops)
+        if stopped:
+            if text:
+                yield text
+            outcome["stopped"] = True
+            for _ in pieces:  # let generation finish so the model's lock is released
+                pass
+            return
+        safe = len(pending) - (longest - 1)
+        if safe > 0:
+            yield pending[:safe]
+            pending = pending[safe:]
+    if pending:
+        yield pending

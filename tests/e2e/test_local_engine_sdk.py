@@ -1,0 +1,78 @@
+"""End to end with the local engine: the real server (embedded worker) trains a tiny model for
+real, and the fine-tuned model answers the openai SDK, with and without streaming."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+from openai import OpenAI
+
+from tests.factories import chat_file
+from tests.processes import serve, service_env
+
+
+def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, tiny_model_dir):
+    key = secrets.token_hex(20)
+    env = service_env(
+        data_dir=str(tmp_path / "data"),
+        database_url=database_url,
+        bootstrap_api_key=key,
+        models_dir=str(tiny_model_dir.parent),
+        worker_poll_seconds="0.2",
+    )
+    with serve(tmp_path, env) as server:
+        client = OpenAI(base_url=server.api_url, api_key=key, max_retries=0)
+        assert "tiny-chat" in [m.id for m in client.models.list()]
+        training = client.files.create(file=("emails.jsonl", chat_file(12)), purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model="tiny-chat",
+            training_file=training.id,
+            suffix="sdk",
+            method={
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {
+                        "n_epochs": 1,
+                        "batch_size": 4,
+                        "learning_rate_multiplier": 50,
+                    }
+                },
+            },
+        )
+        deadline = time.monotonic() + 180
+        while job.status not in ("succeeded", "failed", "cancelled"):
+            assert time.monotonic() < deadline, f"job still {job.status}:\n{server.stderr()}"
+            time.sleep(0.5)
+            job = client.fine_tuning.jobs.retrieve(job.id)
+        assert job.status == "succeeded", job.error
+        assert job.fine_tuned_model is not None
+        assert job.fine_tuned_model.startswith("ft:tiny-chat:personal:sdk:")
+
+        messages = [{"role": "user", "content": "Remercie Mme Durand pour sa commande."}]
+        completion = client.chat.completions.create(
+            model=job.fine_tuned_model,
+            messages=messages,
+            max_completion_tokens=12,
+            temperature=0,
+            seed=1,
+        )
+        assert completion.object == "chat.completion"
+        assert completion.choices[0].message.role == "assistant"
+        assert completion.choices[0].finish_reason in ("stop", "length")
+        assert completion.usage is not None and completion.usage.completion_tokens >= 1
+        assert completion._request_id is not None and completion._request_id.startswith("req_")
+
+        stream = client.chat.completions.create(
+            model=job.fine_tuned_model,
+            messages=messages,
+            max_completion_tokens=12,
+            temperature=0,
+            seed=1,
+            stream=True,
+        )
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == completion.choices[0].message.content
+        assert chunks[-1].choices[0].finish_reason in ("stop", "length")

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     embedded_worker: bool = True
     worker_lease_seconds: float = Field(default=60.0, gt=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)
+    worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     sql_echo: bool = False
 
     @field_validator("data_dir")

@@ -170,7 +170,9 @@ async def append_metrics(
         raise ValueError("metrics need a 'step'")
     clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
     job = await _held(session, job_id, worker_id)
-    if job.status != "running":
+    # A step finishing just after a pause is requested still happened: log it, so the
+    # resumed run continues a gap-free series.
+    if job.status not in ("running", "paused"):
         raise Conflict(f"Fine-tuning job {job_id} is {job.status}, not running.")
     if estimated_finish is not None:
         await session.exec(
@@ -311,3 +313,15 @@ async def abandon_job(*, session: AsyncSession, job_id: str, worker_id: str) -> 
         .values(lease_expires_at=0.0, attempts=0)
     )
     await session.commit()
+
+
+async def last_logged_step(*, session: AsyncSession, job_id: str) -> int:
+    """Return the highest step with a metrics event (0 before the first)."""
+    rows = await session.exec(
+        select(JobEvent.data)
+        .where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+        .order_by(col(JobEvent.seq).desc())
+        .limit(1)
+    )
+    data = rows.first()
+    return int(data["step"]) if data else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 
@@ -229,3 +230,109 @@ async def test_other_projects_cannot_use_a_fine_tuned_model(client, database, se
     )
     assert openai_base.status_code == 400
     assert openai_base.json()["error"]["code"] == "model_not_served"
+
+
+async def _wait_for_step(database, job_id: str, step: int, timeout: float = 60) -> None:
+    from sqlmodel import select
+
+    from service.jobs.models import JobEvent
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with database.session() as session:
+            rows = (
+                await session.exec(
+                    select(JobEvent.data).where(
+                        JobEvent.job_id == job_id, JobEvent.type == "metrics"
+                    )
+                )
+            ).all()
+        if any(r and r["step"] >= step for r in rows):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"step {step} not reached")
+
+
+async def _metric_steps(client, tenant, job_id) -> list[int]:
+    events = (
+        await client.get(f"{JOBS}/{job_id}/events", headers=tenant.headers, params={"limit": 1000})
+    ).json()["data"][::-1]
+    return [e["data"]["step"] for e in events if e["type"] == "metrics"]
+
+
+@pytest.fixture
+def quick_settings(settings):
+    return settings.model_copy(update={"worker_heartbeat_seconds": 0.1})
+
+
+async def test_pause_then_resume_finishes_the_planned_steps(
+    client, database, quick_settings, registry
+):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, chat_file(12))
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {
+                        "n_epochs": 5,
+                        "batch_size": 1,
+                        "learning_rate_multiplier": 10,
+                    }
+                },
+            },
+        },
+    )
+    job_id = created.json()["id"]
+    worker = LocalWorker(database=database, settings=quick_settings, registry=registry)
+    running = asyncio.create_task(worker.poll_once())
+    await _wait_for_step(database, job_id, 3)
+    paused = await client.post(f"{JOBS}/{job_id}/pause", headers=tenant.headers)
+    assert paused.json()["status"] == "paused"
+    await asyncio.wait_for(running, 120)
+    assert (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()["status"] == (
+        "paused"
+    )
+    steps_before = await _metric_steps(client, tenant, job_id)
+    assert 3 <= len(steps_before) < 60
+    saved = sorted((quick_settings.jobs_dir / job_id).glob("checkpoint-*"))
+    assert any((path / "optimizer.pt").is_file() for path in saved)
+
+    await client.post(f"{JOBS}/{job_id}/resume", headers=tenant.headers)
+    assert await worker.poll_once() is True
+    job = (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()
+    assert job["status"] == "succeeded", job["error"]
+    assert await _metric_steps(client, tenant, job_id) == list(range(1, 61))
+
+
+async def test_cancel_stops_training_within_a_step(client, database, quick_settings, registry):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, chat_file(12))
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "method": {
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 10, "batch_size": 1}},
+            },
+        },
+    )
+    job_id = created.json()["id"]
+    worker = LocalWorker(database=database, settings=quick_settings, registry=registry)
+    running = asyncio.create_task(worker.poll_once())
+    await _wait_for_step(database, job_id, 2)
+    at_cancel = max(await _metric_steps(client, tenant, job_id))
+    await client.post(f"{JOBS}/{job_id}/cancel", headers=tenant.headers)
+    await asyncio.wait_for(running, 120)
+    job = (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()
+    assert job["status"] == "cancelled" and job["fine_tuned_model"] is None
+    # The worker notices within a heartbeat (0.1 s here) and the trainer within one step.
+    assert max(await _metric_steps(client, tenant, job_id)) <= at_cancel + 10 < 120

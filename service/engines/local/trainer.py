@@ -20,6 +20,7 @@ import csv
 import io
 import logging
 import os
+import shutil
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,9 @@ class TrainSpec:
     hyperparameters: dict[str, Any]
     seed: int
     adapter_path: str | None = None  # continue training from a fine-tuned adapter
+    # Highest step already reported by an earlier attempt: resume from a checkpoint at or
+    # before it, so no step is trained without being logged.
+    logged_step: int = 0
     lora: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,9 +126,19 @@ class _Progress:
     stopping: str | None = None
 
 
-def _latest_checkpoint(output_dir: Path) -> str | None:
-    found = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[1]))
-    return str(found[-1]) if found else None
+def _resume_point(output_dir: Path, logged_step: int) -> str | None:
+    """Pick the newest checkpoint no later than the last logged step; drop later ones.
+
+    A trainer whose worker died may run on for a step or two and save a checkpoint nobody
+    heard of; resuming from it would leave those steps out of the job's log.
+    """
+    resume = None
+    for path in sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])):
+        if int(path.name.split("-")[-1]) <= logged_step:
+            resume = path
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return str(resume) if resume else None
 
 
 def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int) -> None:
@@ -254,7 +268,7 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
             )
 
     trainer.add_callback(Reporter())
-    trainer.train(resume_from_checkpoint=_latest_checkpoint(output_dir))
+    trainer.train(resume_from_checkpoint=_resume_point(output_dir, spec.logged_step))
     if progress.stopping is not None:
         outbox.put({"type": "stopped", "reason": progress.stopping})
         return

@@ -44,6 +44,9 @@ class _Run:
     reason: Any
     last_beat: float = 0.0
     outcome: str | None = None
+    # Steps already logged by an earlier attempt (a resumed run repeats those after its
+    # checkpoint): they are not logged twice.
+    logged_step: int = 0
 
 
 class LocalWorker:
@@ -87,7 +90,7 @@ class LocalWorker:
             log.warning("lost the lease of %s; another worker may take it over", job.id)
         return True
 
-    async def _spec(self, job: Job) -> TrainSpec:
+    async def _spec(self, job: Job, logged_step: int) -> TrainSpec:
         base = self.registry.resolve(job.base_model)
         if base is None or "path" not in base.extra:
             raise RuntimeError(f"base model {job.base_model} is not a local model here")
@@ -110,11 +113,14 @@ class LocalWorker:
             hyperparameters=dict((job.method.get(kind) or {}).get("hyperparameters") or {}),
             seed=job.seed,
             adapter_path=adapter,
+            logged_step=logged_step,
         )
 
     async def _run(self, job: Job) -> None:
+        async with self.database.session() as session:
+            logged = await engine_calls.last_logged_step(session=session, job_id=job.id)
         try:
-            spec = await self._spec(job)
+            spec = await self._spec(job, logged)
         except Exception as exc:
             await self._fail(job, "invalid_model", str(exc))
             return
@@ -126,7 +132,9 @@ class LocalWorker:
             target=main, args=(spec, outbox, stop, reason, os.getpid()), daemon=True
         )
         process.start()
-        run = _Run(job=job, process=process, outbox=outbox, stop=stop, reason=reason)
+        run = _Run(
+            job=job, process=process, outbox=outbox, stop=stop, reason=reason, logged_step=logged
+        )
         try:
             while run.outcome is None:
                 if self._stopping.is_set():
@@ -157,7 +165,10 @@ class LocalWorker:
             outbox.close()
 
     async def _heartbeat(self, run: _Run) -> None:
-        if time.monotonic() - run.last_beat < min(5.0, self.settings.worker_lease_seconds / 4):
+        interval = min(
+            self.settings.worker_heartbeat_seconds, self.settings.worker_lease_seconds / 4
+        )
+        if time.monotonic() - run.last_beat < interval:
             return
         run.last_beat = time.monotonic()
         async with self.database.session() as session:
@@ -185,7 +196,8 @@ class LocalWorker:
                     worker_id=worker,
                     hyperparameters=message["hyperparameters"],
                 )
-            elif kind == "metrics":
+            elif kind == "metrics" and message["metrics"]["step"] > run.logged_step:
+                run.logged_step = message["metrics"]["step"]
                 await self._ignore_when_stopping(
                     run,
                     engine_calls.append_metrics(

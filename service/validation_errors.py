@@ -46,9 +46,18 @@ def describe_validation_error(errors: Sequence[Any]) -> tuple[str, str | None, s
     if not errors:
         return "Invalid request.", None, "invalid_request"
     error = errors[0]
+    param = _param(error.get("loc", ()))
+    if error.get("type") == "literal_error":
+        # For `"auto" | number`, say what is wrong with the number, not that it isn't "auto".
+        error = next(
+            (
+                e
+                for e in errors[1:]
+                if _param(e.get("loc", ())) == param and e.get("type") != "literal_error"
+            ),
+            error,
+        )
     kind = error.get("type", "")
-    loc = error.get("loc", ())
-    param = _param(loc)
     if kind == "json_invalid":
         return _INVALID_JSON, None, "invalid_json"
     if kind == "missing":

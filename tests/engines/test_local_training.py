@@ -10,7 +10,14 @@ import pytest
 
 from service.engines.local.worker import LocalWorker
 from service.models.registry import build_registry
-from tests.factories import chat_file, make_file, make_tenant
+from tests.factories import (
+    chat_file,
+    jsonl,
+    make_file,
+    make_tenant,
+    preference_example,
+    reinforcement_example,
+)
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -90,13 +97,63 @@ async def test_supervised_job_trains_checkpoints_and_succeeds(client, database, 
     assert "tiny-chat" in models and job["fine_tuned_model"] in models
 
 
+async def test_dpo_job_learns_the_preferred_emails(client, database, settings, registry):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, jsonl([preference_example(i) for i in range(10)]))
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "seed": 3,
+            "method": {
+                "type": "dpo",
+                "dpo": {
+                    "hyperparameters": {
+                        "n_epochs": 3,
+                        "batch_size": 2,
+                        "beta": 0.1,
+                        "learning_rate_multiplier": 100,
+                    }
+                },
+            },
+        },
+    )
+    assert created.status_code == 200, created.text
+    job_id = created.json()["id"]
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    assert await worker.poll_once() is True
+    job = (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["method"]["dpo"]["hyperparameters"]["beta"] == 0.1
+    events = (
+        await client.get(f"{JOBS}/{job_id}/events", headers=tenant.headers, params={"limit": 100})
+    ).json()["data"][::-1]
+    metrics = [e["data"] for e in events if e["type"] == "metrics"]
+    assert len(metrics) == 15
+    assert metrics[-1]["train_loss"] < metrics[0]["train_loss"]
+    assert metrics[-1]["train_reward_margins"] > 0
+
+
 async def test_local_models_refuse_methods_the_trainer_does_not_run_yet(client, database):
     tenant = await make_tenant(database)
-    file_id = await make_file(client, tenant, chat_file(12))
+    file_id = await make_file(client, tenant, jsonl([reinforcement_example(i) for i in range(10)]))
+    grader = {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.reference_answer}}",
+        "operation": "eq",
+    }
     response = await client.post(
         JOBS,
         headers=tenant.headers,
-        json={"model": "tiny-chat", "training_file": file_id, "method": {"type": "dpo"}},
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "method": {"type": "reinforcement", "reinforcement": {"grader": grader}},
+        },
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unsupported_method"

@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 # Longest example trained on CPU-sized hardware; a model's own context may be shorter.
 MAX_TRAINING_TOKENS = 4096
-# Methods the local trainer runs today; DPO and reinforcement join as they land.
-LOCAL_METHODS: frozenset[Method] = frozenset({"supervised"})
+# Methods the local trainer runs today; reinforcement joins when its trainer lands.
+LOCAL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo"})
 
 
 def _has_chat_template(folder: Path) -> bool:

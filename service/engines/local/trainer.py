@@ -141,25 +141,21 @@ def _resume_point(output_dir: Path, logged_step: int) -> str | None:
     return str(resume) if resume else None
 
 
-def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int) -> None:
+# How each method's rows are read, and which TRL trainer and config train them.
+_ROWS = {"supervised": "supervised_rows", "dpo": "preference_rows"}
+
+
+def _make_trainer(
+    spec: TrainSpec,
+    hyper: dict[str, Any],
+    rows: list[dict[str, Any]],
+    eval_rows: list[dict[str, Any]] | None,
+) -> Any:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
-    from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
-
-    from service.engines.local import data
-
-    torch.manual_seed(spec.seed)
-    if spec.method != "supervised":  # job creation refuses other methods for local models
-        raise ValueError(f"the local engine trains 'supervised' jobs, not '{spec.method}'")
-    rows = data.supervised_rows(Path(spec.training_path))
-    eval_rows = data.supervised_rows(Path(spec.validation_path)) if spec.validation_path else None
-    hyper = resolve_hyperparameters(spec.method, spec.hyperparameters, len(rows))
-    steps_per_epoch = -(-len(rows) // hyper["batch_size"])
-    total_steps = steps_per_epoch * hyper["n_epochs"]
-    outbox.put({"type": "started", "hyperparameters": hyper, "total_steps": total_steps})
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     gpu = torch.cuda.is_available()
     bf16 = gpu and torch.cuda.is_bf16_supported()
@@ -180,36 +176,84 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
             target_modules="all-linear",
             task_type="CAUSAL_LM",
         )
-    output_dir = Path(spec.output_dir)
-    config = SFTConfig(
-        output_dir=str(output_dir),
-        num_train_epochs=hyper["n_epochs"],
-        per_device_train_batch_size=hyper["batch_size"],
-        per_device_eval_batch_size=hyper["batch_size"],
-        learning_rate=BASE_LEARNING_RATE[spec.method] * hyper["learning_rate_multiplier"],
-        lr_scheduler_type="linear",
-        logging_steps=1,
-        save_strategy="epoch",
-        save_total_limit=4,
-        eval_strategy="epoch" if eval_rows else "no",
-        report_to="none",
-        use_cpu=not gpu,
-        bf16=bf16,
-        gradient_checkpointing=False,
-        seed=spec.seed,
-        data_seed=spec.seed,
-        disable_tqdm=True,
-        max_length=MAX_LENGTH,
-        dataloader_num_workers=0,
-    )
-    trainer = SFTTrainer(
+    common: dict[str, Any] = {
+        "output_dir": spec.output_dir,
+        "num_train_epochs": hyper["n_epochs"],
+        "per_device_train_batch_size": hyper["batch_size"],
+        "per_device_eval_batch_size": hyper["batch_size"],
+        "learning_rate": BASE_LEARNING_RATE[spec.method] * hyper["learning_rate_multiplier"],
+        "lr_scheduler_type": "linear",
+        "logging_steps": 1,
+        "save_strategy": "epoch",
+        "save_total_limit": 4,
+        "eval_strategy": "epoch" if eval_rows else "no",
+        "report_to": "none",
+        "use_cpu": not gpu,
+        "bf16": bf16,
+        # TRL's defaults assume a GPU; on CPU these only slow training down.
+        "gradient_checkpointing": False,
+        "seed": spec.seed,
+        "data_seed": spec.seed,
+        "disable_tqdm": True,
+        "max_length": MAX_LENGTH,
+        "dataloader_num_workers": 0,
+    }
+    datasets = {
+        "train_dataset": Dataset.from_list(rows),
+        "eval_dataset": Dataset.from_list(eval_rows) if eval_rows else None,
+    }
+    if spec.method == "dpo":
+        # ref_model=None: the reference is the base with the adapter disabled, no second copy.
+        return DPOTrainer(
+            model=model,
+            ref_model=None,
+            args=DPOConfig(beta=hyper["beta"], **common),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **datasets,
+        )
+    return SFTTrainer(
         model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        args=SFTConfig(**common),
         processing_class=tokenizer,
         peft_config=peft_config,
+        **datasets,
     )
+
+
+def _step_metrics(logs: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's metric names, plus DPO's reward figures when present."""
+    metrics = {
+        "train_loss": logs.get("loss"),
+        "train_mean_token_accuracy": logs.get("mean_token_accuracy"),
+        "learning_rate": logs.get("learning_rate"),
+        "epoch": logs.get("epoch"),
+    }
+    for key in ("margins", "accuracies", "chosen", "rejected"):
+        if f"rewards/{key}" in logs:
+            metrics[f"train_reward_{key}"] = logs[f"rewards/{key}"]
+    return {k: v for k, v in metrics.items() if v is not None}
+
+
+def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int) -> None:
+    import torch
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+
+    from service.engines.local import data
+
+    torch.manual_seed(spec.seed)
+    if spec.method not in _ROWS:  # job creation refuses other methods for local models
+        raise ValueError(f"the local engine does not train '{spec.method}' jobs")
+    read = getattr(data, _ROWS[spec.method])
+    rows = read(Path(spec.training_path))
+    eval_rows = read(Path(spec.validation_path)) if spec.validation_path else None
+    hyper = resolve_hyperparameters(spec.method, spec.hyperparameters, len(rows))
+    steps_per_epoch = -(-len(rows) // hyper["batch_size"])
+    total_steps = steps_per_epoch * hyper["n_epochs"]
+    outbox.put({"type": "started", "hyperparameters": hyper, "total_steps": total_steps})
+    output_dir = Path(spec.output_dir)
+    trainer = _make_trainer(spec, hyper, rows, eval_rows)
     trainer.remove_callback(PrinterCallback)
     history: list[dict[str, Any]] = []
     progress = _Progress()
@@ -233,10 +277,7 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
             metrics = {
                 "step": state.global_step,
                 "total_steps": state.max_steps,
-                "train_loss": logs.get("loss"),
-                "train_mean_token_accuracy": logs.get("mean_token_accuracy"),
-                "learning_rate": logs.get("learning_rate"),
-                "epoch": logs.get("epoch"),
+                **_step_metrics(logs),
             }
             history.append(metrics)
             outbox.put({"type": "metrics", "metrics": metrics})

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
-from service.deps import CallerDep, RegistryDep, SessionDep
+from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
 from service.models import service
 from service.models.schemas import ModelDeleted, ModelList, ModelObject
 
@@ -52,10 +52,18 @@ async def retrieve_model(
     response_model=ModelDeleted,
 )
 async def delete_model(
-    model: ModelName, caller: CallerDep, session: SessionDep, registry: RegistryDep
+    model: ModelName,
+    caller: CallerDep,
+    session: SessionDep,
+    registry: RegistryDep,
+    settings: SettingsDep,
+    request: Request,
 ) -> ModelDeleted:
-    """Delete one of your fine-tuned models."""
+    """Delete one of your fine-tuned models and its weights."""
     row = await service.delete_model(
         session=session, registry=registry, project_id=caller.project_id, name=model
     )
+    if row.location:
+        request.app.state.generator.forget(row.location)
+        await service.remove_weights(row.location, settings.jobs_dir)
     return ModelDeleted(id=row.id)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
+import anyio
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -218,3 +221,11 @@ async def delete_model(
     await session.delete(row)
     await session.commit()
     return row
+
+
+async def remove_weights(location: str, jobs_dir: Path) -> None:
+    """Delete a deleted model's adapter folder, if this deployment's local engine wrote it."""
+    folder = Path(location).resolve()
+    # Only ever under the jobs folder: a location is data from the database, not a path to trust.
+    if folder.is_relative_to(jobs_dir.resolve()) and folder.is_dir():
+        await anyio.to_thread.run_sync(shutil.rmtree, folder)

@@ -167,6 +167,7 @@ async def _trained_model(client, database, settings, registry, tenant) -> dict:
         json={
             "model": "tiny-chat",
             "training_file": file_id,
+            "seed": 11,
             "method": {
                 "type": "supervised",
                 "supervised": {
@@ -352,9 +353,9 @@ async def test_pause_then_resume_finishes_the_planned_steps(
     paused = await client.post(f"{JOBS}/{job_id}/pause", headers=tenant.headers)
     assert paused.json()["status"] == "paused"
     await asyncio.wait_for(running, 120)
-    assert (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()["status"] == (
-        "paused"
-    )
+    paused_job = (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()
+    assert paused_job["status"] == "paused"
+    assert paused_job["estimated_finish"] > paused_job["created_at"]
     steps_before = await _metric_steps(client, tenant, job_id)
     assert 3 <= len(steps_before) < 60
     saved = sorted((quick_settings.jobs_dir / job_id).glob("checkpoint-*"))
@@ -393,3 +394,42 @@ async def test_cancel_stops_training_within_a_step(client, database, quick_setti
     assert job["status"] == "cancelled" and job["fine_tuned_model"] is None
     # The worker notices within a heartbeat (0.1 s here) and the trainer within one step.
     assert max(await _metric_steps(client, tenant, job_id)) <= at_cancel + 10 < 120
+
+
+async def test_same_seed_and_data_give_the_same_final_loss(client, database, settings, registry):
+    tenant = await make_tenant(database)
+    finals = []
+    for _ in range(2):
+        job = await _trained_model(client, database, settings, registry, tenant)
+        events = (
+            await client.get(
+                f"{JOBS}/{job['id']}/events", headers=tenant.headers, params={"limit": 100}
+            )
+        ).json()["data"]
+        finals.append(next(e["data"]["train_loss"] for e in events if e["type"] == "metrics"))
+    assert finals[0] == finals[1]
+
+
+async def test_deleting_a_fine_tuned_model_deletes_its_adapter(
+    client, database, settings, registry
+):
+    from pathlib import Path
+
+    from sqlmodel import select
+
+    from service.models.models import FineTunedModel
+
+    tenant = await make_tenant(database)
+    job = await _trained_model(client, database, settings, registry, tenant)
+    async with database.session() as session:
+        location = (await session.exec(select(FineTunedModel.location))).one()
+    assert location and Path(location).is_dir()
+    deleted = await client.delete(f"/v1/models/{job['fine_tuned_model']}", headers=tenant.headers)
+    assert deleted.json()["deleted"] is True
+    assert not Path(location).exists()
+    gone = await client.post(
+        "/v1/chat/completions",
+        headers=tenant.headers,
+        json={"model": job["fine_tuned_model"], "messages": [{"role": "user", "content": "Hi"}]},
+    )
+    assert gone.status_code == 404

@@ -15,7 +15,7 @@ import queue
 import socket
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,19 @@ class _Run:
     # Steps already logged by an earlier attempt (a resumed run repeats those after its
     # checkpoint): they are not logged twice.
     logged_step: int = 0
+    started: float = field(default_factory=time.time)
+    first_step: int | None = None
+
+    def estimate(self, metrics: dict[str, Any]) -> int | None:
+        """Unix time the job should finish, from this attempt's pace so far."""
+        step, total = metrics["step"], metrics.get("total_steps")
+        if self.first_step is None:
+            self.first_step = step - 1
+        done = step - self.first_step
+        if not total or done <= 0:
+            return None
+        per_step = (time.time() - self.started) / done
+        return int(time.time() + per_step * max(0, total - step))
 
 
 class LocalWorker:
@@ -205,6 +218,7 @@ class LocalWorker:
                         job_id=job_id,
                         worker_id=worker,
                         metrics=message["metrics"],
+                        estimated_finish=run.estimate(message["metrics"]),
                     ),
                 )
             elif kind == "checkpoint":

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.checkpoints.models import Checkpoint
+from service.engines.local.graders import check_supported
 from service.errors import InvalidRequest, NotFound
 from service.files.models import File
 from service.files.service import check_file, get_file
@@ -138,6 +139,8 @@ async def create_job(
         session=session, registry=registry, project_id=project_id, name=body.model
     )
     ensure_supports(trainable.base, kind, param="method.type")
+    if kind == "reinforcement" and trainable.base.engine == "local":
+        check_supported(method["reinforcement"]["grader"])
     files = await _training_files(session, project_id, body, kind)
     await _validate_contents(session, files, trainable, kind, settings)
 

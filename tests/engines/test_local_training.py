@@ -136,29 +136,6 @@ async def test_dpo_job_learns_the_preferred_emails(client, database, settings, r
     assert metrics[-1]["train_reward_margins"] > 0
 
 
-async def test_local_models_refuse_methods_the_trainer_does_not_run_yet(client, database):
-    tenant = await make_tenant(database)
-    file_id = await make_file(client, tenant, jsonl([reinforcement_example(i) for i in range(10)]))
-    grader = {
-        "type": "string_check",
-        "name": "exact",
-        "input": "{{sample.output_text}}",
-        "reference": "{{item.reference_answer}}",
-        "operation": "eq",
-    }
-    response = await client.post(
-        JOBS,
-        headers=tenant.headers,
-        json={
-            "model": "tiny-chat",
-            "training_file": file_id,
-            "method": {"type": "reinforcement", "reinforcement": {"grader": grader}},
-        },
-    )
-    assert response.status_code == 400
-    assert response.json()["error"]["code"] == "unsupported_method"
-
-
 async def _trained_model(client, database, settings, registry, tenant) -> dict:
     file_id = await make_file(client, tenant, chat_file(12))
     created = await client.post(
@@ -433,3 +410,84 @@ async def test_deleting_a_fine_tuned_model_deletes_its_adapter(
         json={"model": job["fine_tuned_model"], "messages": [{"role": "user", "content": "Hi"}]},
     )
     assert gone.status_code == 404
+
+
+async def test_reinforcement_job_trains_with_its_grader(client, database, settings, registry):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, jsonl([reinforcement_example(i) for i in range(10)]))
+    grader = {
+        "type": "multi",
+        "name": "combo",
+        "calculate_output": "0.5 * close + 0.5 * judge",
+        "graders": {
+            "close": {
+                "type": "text_similarity",
+                "name": "close",
+                "input": "{{sample.output_text}}",
+                "reference": "{{item.reference_answer}}",
+                "evaluation_metric": "rouge_l",
+            },
+            "judge": {
+                "type": "score_model",
+                "name": "judge",
+                "model": "tiny-chat",
+                "range": [0, 10],
+                "input": [{"role": "user", "content": "Note /10 : {{sample.output_text}}"}],
+            },
+        },
+    }
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "seed": 5,
+            "method": {
+                "type": "reinforcement",
+                "reinforcement": {
+                    "grader": grader,
+                    "hyperparameters": {"n_epochs": 1, "batch_size": 4},
+                },
+            },
+        },
+    )
+    assert created.status_code == 200, created.text
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    assert await worker.poll_once() is True
+    job = (await client.get(f"{JOBS}/{created.json()['id']}", headers=tenant.headers)).json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["method"]["reinforcement"]["hyperparameters"]["num_generations"] == 4
+    events = (
+        await client.get(
+            f"{JOBS}/{job['id']}/events", headers=tenant.headers, params={"limit": 100}
+        )
+    ).json()["data"]
+    metrics = [e["data"] for e in events if e["type"] == "metrics"]
+    assert len(metrics) == 10
+    assert all(0.0 <= m["train_reward_mean"] <= 1.0 for m in metrics)
+
+
+async def test_python_graders_are_refused_for_local_models(client, database):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, jsonl([reinforcement_example(i) for i in range(10)]))
+    response = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": file_id,
+            "method": {
+                "type": "reinforcement",
+                "reinforcement": {
+                    "grader": {
+                        "type": "python",
+                        "name": "p",
+                        "source": "def grade(sample, item):\n    return 1.0",
+                    }
+                },
+            },
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unsupported_grader"

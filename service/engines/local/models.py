@@ -17,8 +17,7 @@ log = logging.getLogger(__name__)
 
 # Longest example trained on CPU-sized hardware; a model's own context may be shorter.
 MAX_TRAINING_TOKENS = 4096
-# Methods the local trainer runs today; reinforcement joins when its trainer lands.
-LOCAL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo"})
+LOCAL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo", "reinforcement"})
 
 
 def _has_chat_template(folder: Path) -> bool:

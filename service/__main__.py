@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     _configure_logging(settings.log_level)
+    if args.command in ("serve", "worker") and settings.packaged_models:
+        # Before the registry is built: it discovers model folders when the app is created.
+        from service.engines.local.packaged import ensure_packaged_models
+
+        ensure_packaged_models(settings.base_models_dir)
     if args.command == "serve":
         _serve(settings, args.host or settings.host, args.port or settings.port)
     elif args.command == "worker":

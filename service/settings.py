@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     local_models: dict[str, Path] = Field(
         default_factory=dict, description="More local base models: JSON object name -> folder."
     )
+    packaged_models: bool = Field(
+        default=True,
+        description="At `serve`/`worker` start-up, convert installed packaged models (once).",
+    )
     embedded_worker: bool = True
     worker_lease_seconds: float = Field(default=60.0, gt=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)

@@ -19,8 +19,12 @@ STARTUP_TIMEOUT = 20.0
 
 
 def service_env(**settings: str) -> dict[str, str]:
-    """Return this process's environment without any FT_* variable, plus `FT_<NAME>` settings."""
+    """Return this process's environment without any FT_* variable, plus `FT_<NAME>` settings.
+
+    Packaged models are off unless asked for: converting them takes about 30 s at start-up.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("FT_")}
+    settings.setdefault("packaged_models", "0")
     env.update({f"FT_{name.upper()}": value for name, value in settings.items()})
     return env
 

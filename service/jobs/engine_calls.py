@@ -32,10 +32,14 @@ class LeaseLost(Conflict):
 
 
 async def _held(session: AsyncSession, job_id: str, worker_id: str) -> Job:
-    job = (await session.exec(select(Job).where(Job.id == job_id))).first()
+    # populate_existing: read the row as it is now, not as this session first saw it.
+    job = (
+        await session.exec(
+            select(Job).where(Job.id == job_id).execution_options(populate_existing=True)
+        )
+    ).first()
     if job is None or job.lease_owner != worker_id:
         raise LeaseLost(f"Worker {worker_id} does not hold job {job_id}.", code="lease_lost")
-    await session.refresh(job)
     return job
 
 

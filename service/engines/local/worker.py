@@ -192,7 +192,13 @@ class LocalWorker:
                     return
                 message = await anyio.to_thread.run_sync(_next, outbox, 0.5)
                 if message is not None:
-                    await self._handle(run, message)
+                    try:
+                        await self._handle(run, message)
+                    except APIError as refused:
+                        # The job was cancelled or paused (or taken over) between two steps:
+                        # what the trainer reports now is dropped, and it is asked to stop.
+                        log.info("job %s no longer takes reports (%s)", job.id, refused.message)
+                        self._ask_to_stop(run, "cancel")
                 elif not process.is_alive():
                     await self._fail(
                         job,
@@ -225,8 +231,13 @@ class LocalWorker:
                 )
             except engine_calls.LeaseLost:
                 status = "cancelled"  # cancelled jobs release their lease; stop either way
-        if status in ("paused", "cancelled") and not run.stop.is_set():
-            run.reason.value = b"pause" if status == "paused" else b"cancel"
+        if status in ("paused", "cancelled"):
+            self._ask_to_stop(run, "pause" if status == "paused" else "cancel")
+
+    @staticmethod
+    def _ask_to_stop(run: _Run, reason: str) -> None:
+        if not run.stop.is_set():
+            run.reason.value = reason.encode()
             run.stop.set()
 
     async def _handle(self, run: _Run, message: dict[str, Any]) -> None:
@@ -242,15 +253,12 @@ class LocalWorker:
                 )
             elif kind == "metrics" and message["metrics"]["step"] > run.logged_step:
                 run.logged_step = message["metrics"]["step"]
-                await self._ignore_when_stopping(
-                    run,
-                    engine_calls.append_metrics(
-                        session=session,
-                        job_id=job_id,
-                        worker_id=worker,
-                        metrics=message["metrics"],
-                        estimated_finish=run.estimate(message["metrics"]),
-                    ),
+                await engine_calls.append_metrics(
+                    session=session,
+                    job_id=job_id,
+                    worker_id=worker,
+                    metrics=message["metrics"],
+                    estimated_finish=run.estimate(message["metrics"]),
                 )
             elif kind == "checkpoint":
                 _, dropped = await engine_calls.add_checkpoint(
@@ -288,14 +296,6 @@ class LocalWorker:
             elif kind == "failed":
                 await self._fail(run.job, message["code"], message["message"])
                 run.outcome = "failed"
-
-    async def _ignore_when_stopping(self, run: _Run, call: Any) -> None:
-        # Steps finishing after a pause or cancel was requested are not logged.
-        try:
-            await call
-        except APIError:
-            if not run.stop.is_set():
-                raise
 
     async def _fail(self, job: Job, code: str, message: str) -> None:
         async with self.database.session() as session:

@@ -47,6 +47,7 @@ pytest: install
 bench: install
 	$(BIN)/python bench/validation_throughput.py
 	$(BIN)/python bench/job_reads.py
+	$(BIN)/python bench/train_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,11 @@ from tests.factories import (
 JOBS = "/v1/fine_tuning/jobs"
 
 
+def method(kind: str = "supervised", **hyperparameters: object) -> dict:
+    """The `method` field of a job request."""
+    return {"type": kind, kind: {"hyperparameters": hyperparameters}}
+
+
 @pytest.fixture
 def registry(tiny_model_dir):
     return build_registry(tiny_model_dir.parent, {})
@@ -38,16 +43,7 @@ async def test_supervised_job_trains_checkpoints_and_succeeds(client, database, 
             "training_file": file_id,
             "suffix": "emails",
             "seed": 7,
-            "method": {
-                "type": "supervised",
-                "supervised": {
-                    "hyperparameters": {
-                        "n_epochs": 2,
-                        "batch_size": 4,
-                        "learning_rate_multiplier": 50,
-                    }
-                },
-            },
+            "method": method(n_epochs=2, batch_size=4, learning_rate_multiplier=50),
         },
     )
     assert created.status_code == 200, created.text
@@ -107,17 +103,9 @@ async def test_dpo_job_learns_the_preferred_emails(client, database, settings, r
             "model": "tiny-chat",
             "training_file": file_id,
             "seed": 3,
-            "method": {
-                "type": "dpo",
-                "dpo": {
-                    "hyperparameters": {
-                        "n_epochs": 3,
-                        "batch_size": 2,
-                        "beta": 0.1,
-                        "learning_rate_multiplier": 100,
-                    }
-                },
-            },
+            "method": method(
+                "dpo", n_epochs=3, batch_size=2, beta=0.1, learning_rate_multiplier=100
+            ),
         },
     )
     assert created.status_code == 200, created.text
@@ -145,16 +133,7 @@ async def _trained_model(client, database, settings, registry, tenant) -> dict:
             "model": "tiny-chat",
             "training_file": file_id,
             "seed": 11,
-            "method": {
-                "type": "supervised",
-                "supervised": {
-                    "hyperparameters": {
-                        "n_epochs": 1,
-                        "batch_size": 4,
-                        "learning_rate_multiplier": 50,
-                    }
-                },
-            },
+            "method": method(n_epochs=1, batch_size=4, learning_rate_multiplier=50),
         },
     )
     worker = LocalWorker(database=database, settings=settings, registry=registry)
@@ -311,16 +290,7 @@ async def test_pause_then_resume_finishes_the_planned_steps(
         json={
             "model": "tiny-chat",
             "training_file": file_id,
-            "method": {
-                "type": "supervised",
-                "supervised": {
-                    "hyperparameters": {
-                        "n_epochs": 5,
-                        "batch_size": 1,
-                        "learning_rate_multiplier": 10,
-                    }
-                },
-            },
+            "method": method(n_epochs=5, batch_size=1, learning_rate_multiplier=10),
         },
     )
     job_id = created.json()["id"]
@@ -354,10 +324,7 @@ async def test_cancel_stops_training_within_a_step(client, database, quick_setti
         json={
             "model": "tiny-chat",
             "training_file": file_id,
-            "method": {
-                "type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": 10, "batch_size": 1}},
-            },
+            "method": method(n_epochs=10, batch_size=1),
         },
     )
     job_id = created.json()["id"]
@@ -504,10 +471,7 @@ async def test_two_workers_never_train_the_same_job(client, database, settings, 
             json={
                 "model": "tiny-chat",
                 "training_file": file_id,
-                "method": {
-                    "type": "supervised",
-                    "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}},
-                },
+                "method": method(n_epochs=1, batch_size=4),
             },
         )
         job_ids.append(created.json()["id"])
@@ -545,16 +509,7 @@ async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, 
             "model": "tiny-chat",
             "training_file": training,
             "validation_file": validation,
-            "method": {
-                "type": "supervised",
-                "supervised": {
-                    "hyperparameters": {
-                        "n_epochs": 2,
-                        "batch_size": 4,
-                        "learning_rate_multiplier": 50,
-                    }
-                },
-            },
+            "method": method(n_epochs=2, batch_size=4, learning_rate_multiplier=50),
         },
     )
     worker = LocalWorker(database=database, settings=settings, registry=registry)
@@ -585,10 +540,7 @@ async def test_a_checkpoint_can_be_trained_further(client, database, settings, r
         json={
             "model": checkpoint["fine_tuned_model_checkpoint"],
             "training_file": file_id,
-            "method": {
-                "type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}},
-            },
+            "method": method(n_epochs=1, batch_size=4),
         },
     )
     assert created.status_code == 200, created.text

@@ -171,7 +171,11 @@ class Generator:
             if len(new) >= params.max_new_tokens and eos not in new:
                 outcome["finish_reason"] = "length"
 
-        threading.Thread(target=run, daemon=True).start()
+        thread = threading.Thread(target=run, daemon=True)
+        # The caller joins it before reading `outcome`: the streamer ends before run() has
+        # counted the tokens.
+        outcome["thread"] = thread
+        thread.start()
         return ids.shape[1], _stop_filtered(iter(streamer), params.stops, outcome), outcome
 
 

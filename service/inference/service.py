@@ -133,6 +133,7 @@ async def complete_stream(
     while (piece := await anyio.to_thread.run_sync(next, pieces, None)) is not None:
         if piece:
             yield chunk({"content": piece})
+    await anyio.to_thread.run_sync(outcome["thread"].join)
     finish = "stop" if outcome.get("stopped") else outcome["finish_reason"]
     yield chunk({}, finish)
     if body.stream_options and body.stream_options.include_usage:

@@ -25,6 +25,17 @@ async def claim(database, worker=W, engine="upstream"):
         )
 
 
+async def running_job(client, database, tenant) -> dict:
+    """Create a job, claim it as worker W and start it."""
+    job = await make_job(client, tenant)
+    await claim(database)
+    async with database.session() as session:
+        await engine_calls.start_job(
+            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
+        )
+    return job
+
+
 async def messages(database, job_id):
     async with database.session() as session:
         rows = await session.exec(
@@ -136,12 +147,8 @@ async def test_a_whole_run_as_openai_reports_it(client, database):
 
 async def test_metrics_event_carries_openai_fields(client, database):
     tenant = await make_tenant(database)
-    job = await make_job(client, tenant)
-    await claim(database)
+    job = await running_job(client, database, tenant)
     async with database.session() as session:
-        await engine_calls.start_job(
-            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
-        )
         metrics = {
             "step": 2,
             "total_steps": 9,
@@ -161,12 +168,8 @@ async def test_metrics_event_carries_openai_fields(client, database):
 
 async def test_failure_records_openai_error(client, database):
     tenant = await make_tenant(database)
-    job = await make_job(client, tenant)
-    await claim(database)
+    job = await running_job(client, database, tenant)
     async with database.session() as session:
-        await engine_calls.start_job(
-            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
-        )
         await engine_calls.fail_job(
             session=session,
             job_id=job["id"],
@@ -187,12 +190,8 @@ async def test_failure_records_openai_error(client, database):
 
 async def test_cancel_wins_over_a_late_engine_report(client, database):
     tenant = await make_tenant(database)
-    job = await make_job(client, tenant)
-    await claim(database)
+    job = await running_job(client, database, tenant)
     async with database.session() as session:
-        await engine_calls.start_job(
-            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
-        )
         status = await engine_calls.heartbeat(
             session=session, job_id=job["id"], worker_id=W, lease_seconds=60
         )
@@ -218,12 +217,7 @@ async def test_cancel_wins_over_a_late_engine_report(client, database):
 
 async def test_pause_is_seen_by_the_engine_and_resume_requeues(client, database):
     tenant = await make_tenant(database)
-    job = await make_job(client, tenant)
-    await claim(database)
-    async with database.session() as session:
-        await engine_calls.start_job(
-            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
-        )
+    job = await running_job(client, database, tenant)
     await client.post(f"/v1/fine_tuning/jobs/{job['id']}/pause", headers=tenant.headers)
     async with database.session() as session:
         status = await engine_calls.heartbeat(
@@ -277,12 +271,8 @@ async def test_concurrent_claims_never_share_a_job(client, database):
 
 async def test_checkpoint_rows_are_per_job(client, database):
     tenant = await make_tenant(database)
-    job = await make_job(client, tenant)
-    await claim(database)
+    job = await running_job(client, database, tenant)
     async with database.session() as session:
-        await engine_calls.start_job(
-            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
-        )
         checkpoint, _ = await engine_calls.add_checkpoint(
             session=session,
             job_id=job["id"],

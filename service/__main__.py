@@ -20,18 +20,13 @@ def _configure_logging(level: str) -> None:
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
-
     from service.app import create_app
+    from service.server import ServiceServer, server_config
 
     asyncio.run(upgrade(settings.database_url))
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level,
-        proxy_headers=True,
-    )
+    app = create_app(settings)
+    config = server_config(app, host=host, port=port, log_level=settings.log_level)
+    ServiceServer(config, app).run()
 
 
 async def _work(settings: Settings) -> None:

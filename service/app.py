@@ -23,15 +23,21 @@ from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
 from service.engines.local.worker import LocalWorker
 from service.errors import APIError, ErrorResponse, error_envelope
+from service.events.hub import Hub
+from service.events.listen import Listener
+from service.events.router import router as events_router
+from service.events.tail import EventTail
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
 from service.inference.generator import Generator
 from service.inference.router import router as inference_router
 from service.janitor import run_periodically
+from service.jobs.lifecycle import EVENTS_TOPIC
 from service.jobs.router import router as jobs_router
 from service.models.registry import ModelRegistry, build_registry
 from service.models.router import router as models_router
+from service.poller import Poller
 from service.projects import service as projects
 from service.projects.router import router as projects_router
 from service.settings import Settings
@@ -181,6 +187,18 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                         "no API key exists yet: set FT_BOOTSTRAP_API_KEY, or run "
                         "`python -m service keys create --project default --admin`"
                     )
+            hub = Hub(capacity=settings.stream_queue_size)
+            app.state.hub = hub
+            poller = Poller(
+                [EventTail(database=database, hub=hub)], interval=settings.event_poll_seconds
+            )
+            app.state.poller = poller
+            await poller.poll_once()  # finds the end of the log before any stream can start
+            database.after_commit(EVENTS_TOPIC, poller.wake)
+            background = [asyncio.create_task(poller.run())]
+            if database.is_postgresql:
+                listener = Listener(settings.database_url, EVENTS_TOPIC, poller.wake)
+                background.append(asyncio.create_task(listener.run()))
             stopping = anyio.Event()
             worker = None
             if settings.embedded_worker:
@@ -200,9 +218,14 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                 yield
             finally:
                 stopping.set()
+                hub.close()  # open streams end
+                poller.stop()
                 janitor.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await janitor
+                for task in background[1:]:
+                    task.cancel()
+                for task in [janitor, *background]:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 if worker is not None:
                     await worker  # a running job is released by its trainer stopping
         finally:
@@ -224,6 +247,7 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
     routers = (
         files_router,
         jobs_router,
+        events_router,
         checkpoints_router,
         models_router,
         inference_router,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -13,9 +13,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+# Session.info keys of the commit hooks (see `Database.after_commit` and `flag_commit`).
+_HOOKS = "ft_commit_hooks"
+_FLAGS = "ft_commit_flags"
 
 
 def pk_column() -> sa.Column[int]:
@@ -48,8 +53,9 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._hooks: dict[str, list[Callable[[], None]]] = {}
         self._sessions = async_sessionmaker(
-            self.engine, class_=AsyncSession, expire_on_commit=False
+            self.engine, class_=AsyncSession, expire_on_commit=False, info={_HOOKS: self._hooks}
         )
 
     @property
@@ -63,9 +69,41 @@ class Database:
         async with self._sessions() as session:
             yield session
 
+    @property
+    def is_postgresql(self) -> bool:
+        """Whether this database is PostgreSQL."""
+        return self.engine.dialect.name == "postgresql"
+
+    def after_commit(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call `callback` after each commit of a session that flagged `topic` (same process)."""
+        self._hooks.setdefault(topic, []).append(callback)
+
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def flag_commit(session: AsyncSession, topic: str) -> bool:
+    """Flag the session's transaction for the `topic` commit hooks; False if already flagged."""
+    flags: set[str] = session.sync_session.info.setdefault(_FLAGS, set())
+    if topic in flags:
+        return False
+    flags.add(topic)
+    return True
+
+
+@sa.event.listens_for(Session, "after_commit")
+def _run_commit_hooks(session: Session) -> None:
+    flags: set[str] = session.info.pop(_FLAGS, set())
+    hooks: dict[str, list[Callable[[], None]]] = session.info.get(_HOOKS, {})
+    for topic in flags:
+        for callback in hooks.get(topic, ()):
+            callback()
+
+
+@sa.event.listens_for(Session, "after_rollback")
+def _clear_commit_flags(session: Session) -> None:
+    session.info.pop(_FLAGS, None)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -41,7 +41,9 @@ MAX_DRAINED_BODY = 16 * 1024 * 1024
 _UNSTORED = {409, 429}
 IN_PROGRESS_LEASE_SECONDS = 30 * 60
 # Routes whose answers hold a secret: never stored, so never replayed.
-_SECRET_ANSWERS = re.compile(r"^/v1/organization/projects/[^/]+/api_keys/?$")
+_SECRET_ANSWERS = re.compile(
+    r"^/v1/(organization/projects/[^/]+/api_keys|fine_tuning/stream_tickets)/?$"
+)
 _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 
 

@@ -1,4 +1,5 @@
-"""Housekeeping: remove expired files, old idempotency records and abandoned upload leftovers.
+"""Housekeeping: remove expired files and stream tickets, old idempotency records and abandoned
+upload leftovers.
 
 `sweep()` is one deterministic pass (tests call it); the app runs it at start-up and then
 every `FT_JANITOR_INTERVAL_SECONDS`.
@@ -16,6 +17,7 @@ from sqlalchemy import and_, or_
 from sqlmodel import col, delete, select
 
 from service.db import Database
+from service.events.models import StreamTicket
 from service.files.models import File
 from service.files.service import content_path
 from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
@@ -34,6 +36,7 @@ class SweepResult:
     files: int
     idempotency_records: int
     upload_leftovers: int
+    stream_tickets: int = 0
 
 
 async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) -> SweepResult:
@@ -62,13 +65,16 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
                 )
             )
         )
+        tickets = await session.exec(delete(StreamTicket).where(col(StreamTicket.expires_at) < t))
         await session.commit()
     # Rows first, then content: a crash in between leaves orphan content, never a dead row.
     for file_id in expired:
         content_path(files_dir, file_id).unlink(missing_ok=True)
     leftovers = await anyio.to_thread.run_sync(_remove_stale_uploads, files_dir / "tmp")
-    result = SweepResult(len(expired), records.rowcount, leftovers)
-    if any((result.files, result.idempotency_records, result.upload_leftovers)):
+    result = SweepResult(len(expired), records.rowcount, leftovers, tickets.rowcount)
+    if any(
+        (result.files, result.idempotency_records, result.upload_leftovers, result.stream_tickets)
+    ):
         log.info("janitor removed %s", result)
     return result
 

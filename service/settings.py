@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=2.0, gt=0)
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
     sql_echo: bool = False
+    event_poll_seconds: float = Field(
+        default=0.05,
+        gt=0,
+        le=10,
+        description="How often the poller looks for new events when nothing wakes it.",
+    )
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    stream_queue_size: int = Field(
+        default=1000, ge=1, description="Messages a stream subscriber may fall behind by."
+    )
+    stream_ticket_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("data_dir")
     @classmethod

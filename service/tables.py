@@ -3,6 +3,7 @@
 from sqlmodel import SQLModel
 
 from service.checkpoints.models import Checkpoint, CheckpointPermission
+from service.events.models import StreamTicket
 from service.files.models import File, FileCheck
 from service.idempotency import IdempotencyRecord
 from service.jobs.models import Job, JobEvent
@@ -22,5 +23,6 @@ __all__ = [
     "Job",
     "JobEvent",
     "Project",
+    "StreamTicket",
     "metadata",
 ]

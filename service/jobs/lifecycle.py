@@ -4,20 +4,32 @@ Every status change goes through `transition`, which checks the table in `states
 updates the row with a compare-and-set on the old status, so a client's cancel and an engine's
 report can never both win. Each change appends an event in the same transaction; the caller
 commits.
+
+Events are committed in the order of their `pk`, which is what lets streams resume from one
+event id with no gap (see `service/events`). SQLite gives this for free: it has one writer at a
+time. On PostgreSQL a transaction that writes events first takes a transaction-scoped advisory
+lock, so event writers commit one after another; it also sends a NOTIFY, delivered at commit,
+that wakes the pollers of every API process. A transaction writes the events of one job only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
-from sqlmodel import col
+from sqlalchemy import func, update
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.db import flag_commit
 from service.errors import Conflict, InvalidRequest
 from service.ids import new_id, now
 from service.jobs import states
 from service.jobs.models import Job, JobEvent
+
+# The commit-hook topic and the PostgreSQL channel of new events.
+EVENTS_TOPIC = "ft_job_events"
+# pg_advisory_xact_lock key that orders event writers (any fixed 64-bit number).
+_EVENT_WRITERS_LOCK = 0x66745F6576656E74
 
 
 class ConcurrentUpdate(Conflict):
@@ -38,6 +50,9 @@ async def append_event(
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
     """Add an event to the job's log with the next sequence number (not committed)."""
+    if flag_commit(session, EVENTS_TOPIC) and _is_postgresql(session):
+        await session.exec(select(func.pg_advisory_xact_lock(_EVENT_WRITERS_LOCK)))
+        await session.exec(select(func.pg_notify(EVENTS_TOPIC, job.project_id)))
     # UPDATE ... RETURNING takes the job row's lock, so concurrent writers get distinct,
     # increasing numbers on PostgreSQL as on SQLite.
     seq = (
@@ -61,6 +76,10 @@ async def append_event(
     )
     session.add(event)
     return event
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 async def transition(

@@ -61,7 +61,11 @@ class JobEvent(SQLModel, table=True):
     """One line of a job's log: a status message or a step's metrics."""
 
     __tablename__ = "fine_tuning_job_events"
-    __table_args__ = (sa.UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),
+        # A project's stream replays its events in pk order.
+        sa.Index("ix_job_events_project_pk", "project_id", "pk"),
+    )
 
     pk: int | None = Field(default=None, sa_column=pk_column())
     id: str = Field(max_length=40, unique=True, index=True)

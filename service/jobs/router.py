@@ -6,10 +6,20 @@ import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 
 from service.checkpoints.schemas import CheckpointList, CheckpointObject
 from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
 from service.errors import InvalidRequest
+from service.events.router import (
+    SSE_RESPONSES,
+    LastEventIdHeader,
+    StreamCallerDep,
+    StreamQuery,
+    TicketQuery,
+    sse_response,
+)
+from service.events.service import Scope
 from service.jobs import service
 from service.jobs.models import Job
 from service.jobs.schemas import (
@@ -18,6 +28,7 @@ from service.jobs.schemas import (
     JobCreate,
     JobList,
     JobObject,
+    MetricsHistory,
 )
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["Fine-tuning"])
@@ -155,19 +166,37 @@ async def resume_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
     return JobObject.from_row(await service.resume_job(session=session, job=job))
 
 
+async def _streamable_job(
+    fine_tuning_job_id: JobIdPath, caller: StreamCallerDep, session: SessionDep
+) -> Job:
+    return await service.get_job(
+        session=session, project_id=caller.project_id, job_id=fine_tuning_job_id
+    )
+
+
 @router.get(
     "/{fine_tuning_job_id}/events",
     operation_id="listFineTuningEvents",
-    summary="List a job's events",
+    summary="List or stream a job's events",
     response_model=EventList,
+    responses=SSE_RESPONSES,
 )
 async def list_fine_tuning_events(
-    job: JobDep,
+    request: Request,
+    job: Annotated[Job, Depends(_streamable_job)],
     session: SessionDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
-) -> EventList:
-    """List a job's events, newest first."""
+    stream: StreamQuery = False,
+    ticket: TicketQuery = None,
+    last_event_id: LastEventIdHeader = None,
+) -> EventList | Response:
+    """List a job's events, newest first. With `stream=true` (an extension): server-sent
+    events, the stored ones after `Last-Event-ID` or `after` (all without), then live ones;
+    the stream ends after the job's final event."""
+    if stream:
+        scope = Scope(project_id=job.project_id, job_id=job.id)
+        return await sse_response(request, scope, after, last_event_id)
     rows, has_more = await service.list_events(session=session, job=job, after=after, limit=limit)
     return EventList.of([EventObject.from_row(r) for r in rows], has_more=has_more)
 
@@ -189,3 +218,31 @@ async def list_fine_tuning_job_checkpoints(
         session=session, job=job, after=after, limit=limit
     )
     return CheckpointList.of([CheckpointObject.from_row(r) for r in rows], has_more=has_more)
+
+
+@router.get(
+    "/{fine_tuning_job_id}/metrics",
+    operation_id="retrieveFineTuningJobMetrics",
+    summary="Retrieve a job's metrics history (extension)",
+    response_model=MetricsHistory,
+)
+async def retrieve_fine_tuning_job_metrics(
+    job: JobDep,
+    session: SessionDep,
+    after_step: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=2_147_483_647,
+            description="Return only the steps after this one, to fetch what is new.",
+        ),
+    ] = 0,
+) -> MetricsHistory:
+    """Return the job's step metrics, by step ascending, also after the job has ended.
+
+    An extension, not in OpenAI's API: the same numbers as the `metrics` events, as one series.
+    """
+    events, total_steps = await service.metrics_history(
+        session=session, job=job, after_step=after_step
+    )
+    return MetricsHistory.of(job.id, events, total_steps=total_steps)

@@ -1,7 +1,9 @@
-"""Wire shapes of the fine-tuning jobs API: requests, jobs, events, checkpoints, graders."""
+"""Wire shapes of fine-tuning jobs: requests, jobs, events, metrics, checkpoints, graders."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -337,3 +339,63 @@ class JobList(ListPage[JobObject]):
 
 class EventList(ListPage[EventObject]):
     """A page of a job's events, newest first."""
+
+
+# ---------------------------------------------------------------- metrics history (extension)
+
+
+def _finite_number(value: Any) -> bool:
+    # bool is an int subclass, but a flag is not a metric; infinities cannot be sent as JSON.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class MetricsPoint(BaseModel):
+    """One training step of a job's metrics series."""
+
+    step: int = Field(description="The training step the metrics were measured at.", examples=[1])
+    created_at: int = Field(description="When the step's metrics were logged, in Unix seconds.")
+    metrics: dict[str, int | float] = Field(
+        description="Every numeric field the engine logged for the step except `step` "
+        "(train_loss, train_mean_token_accuracy, valid_loss, total_steps, ...).",
+        examples=[{"train_loss": 1.23, "valid_loss": 1.5, "total_steps": 4}],
+    )
+
+    @classmethod
+    def from_row(cls, event: JobEvent) -> MetricsPoint:
+        """Build a point from a `metrics` event, keeping only its finite numeric values."""
+        data = event.data or {}
+        return cls(
+            step=int(data["step"]),
+            created_at=event.created_at,
+            metrics={
+                key: value for key, value in data.items() if key != "step" and _finite_number(value)
+            },
+        )
+
+
+class MetricsHistory(BaseModel):
+    """Extension: a job's whole step-metrics series, for charts."""
+
+    object: Literal["fine_tuning.job.metrics"] = Field(
+        default="fine_tuning.job.metrics", description="Always `fine_tuning.job.metrics`."
+    )
+    job_id: str = Field(description="The job's id.", examples=["ftjob-abc123"])
+    total_steps: int | None = Field(
+        default=None,
+        description="The run's planned number of steps, from its latest metrics; null if "
+        "the engine has not said.",
+    )
+    data: list[MetricsPoint] = Field(
+        description="The steps after `after_step`, by step ascending; empty before the first."
+    )
+
+    @classmethod
+    def of(
+        cls, job_id: str, events: Sequence[JobEvent], *, total_steps: int | None
+    ) -> MetricsHistory:
+        """Build the series from `metrics` events in step order."""
+        return cls(
+            job_id=job_id,
+            total_steps=total_steps,
+            data=[MetricsPoint.from_row(e) for e in events],
+        )

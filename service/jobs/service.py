@@ -278,3 +278,29 @@ async def pause_job(*, session: AsyncSession, job: Job) -> Job:
 async def resume_job(*, session: AsyncSession, job: Job) -> Job:
     """Put a paused job back in the queue; it continues from its last checkpoint."""
     return await _client_action(session, job, "resume")
+
+
+# ---------------------------------------------------------------- metrics history (extension)
+
+
+async def metrics_history(
+    *, session: AsyncSession, job: Job, after_step: int
+) -> tuple[list[JobEvent], int | None]:
+    """Return the job's metrics events after `after_step` by step, and its total steps."""
+    metrics = [col(JobEvent.job_id) == job.id, col(JobEvent.type) == "metrics"]
+    # Compared as a float so that a step logged as 3.0 cannot break the cast on PostgreSQL.
+    newer = col(JobEvent.data)["step"].as_float() > after_step
+    rows = await session.exec(select(JobEvent).where(*metrics, newer).order_by(col(JobEvent.seq)))
+    by_step: dict[int, JobEvent] = {}
+    for event in rows.all():
+        # A step logged twice (a run resumed before its last checkpoint) keeps its latest values.
+        by_step[int((event.data or {})["step"])] = event
+    # total_steps comes from the latest event, even when no step is newer than `after_step`.
+    latest = (
+        await session.exec(
+            select(JobEvent.data).where(*metrics).order_by(col(JobEvent.seq).desc()).limit(1)
+        )
+    ).first()
+    total = (latest or {}).get("total_steps")
+    total_steps = total if isinstance(total, int) and not isinstance(total, bool) else None
+    return [by_step[step] for step in sorted(by_step)], total_steps

@@ -1,0 +1,1 @@
+"""Live job events: the hub, the event tail, WebSocket and SSE streams, and stream tickets."""

@@ -1,0 +1,255 @@
+"""Routes of live events: WebSocket and SSE streams, stream tickets, the project's event log,
+and the AsyncAPI document of the stream messages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel
+from sqlmodel import col
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from service import __version__
+from service.auth import Caller, authenticate
+from service.db import Database
+from service.deps import CallerDep, SessionDep, SettingsDep
+from service.errors import APIError, AuthenticationFailed
+from service.events import service
+from service.events.asyncapi import asyncapi_document
+from service.events.messages import CLOSE_SERVER_ERROR
+from service.events.service import Scope
+from service.events.streams import EventStream
+from service.jobs.models import JobEvent
+from service.jobs.schemas import EventList, EventObject
+from service.jobs.service import get_job
+from service.jobs.states import is_terminal
+from service.pagination import page
+from service.settings import Settings
+
+router = APIRouter(tags=["Fine-tuning"])
+
+SSE_MEDIA_TYPE = "text/event-stream"
+# EventSource waits this long before reconnecting after a stream ends.
+SSE_RETRY_MILLISECONDS = 2000
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {
+            SSE_MEDIA_TYPE: {
+                "schema": {"type": "string"},
+                "example": 'id: ftevent-abc\nevent: event\ndata: {"type": "event", ...}\n\n',
+            }
+        },
+        "description": "With `stream=true`: server-sent events, described in /asyncapi.json.",
+    }
+}
+
+
+class StreamTicketObject(BaseModel):
+    """A single-use credential for opening one stream from a browser."""
+
+    object: Literal["fine_tuning.stream_ticket"] = "fine_tuning.stream_ticket"
+    ticket: str
+    expires_at: int
+
+
+# ---------------------------------------------------------------- credentials
+
+
+async def _stream_caller(
+    database: Database, authorization: str | None, ticket: str | None
+) -> Caller:
+    async with database.session() as session:
+        if authorization:
+            return await authenticate(session=session, authorization=authorization)
+        if ticket:
+            return await service.redeem_ticket(session, ticket)
+    raise AuthenticationFailed(
+        "Provide an API key in the Authorization header, or a ticket from "
+        "POST /v1/fine_tuning/stream_tickets in the `ticket` query parameter.",
+        code="missing_api_key",
+    )
+
+
+async def get_stream_caller(request: Request) -> Caller:
+    """Authenticate by header; a streaming request (`stream=true`) may use a ticket instead."""
+    streaming = request.query_params.get("stream") == "true"
+    return await _stream_caller(
+        request.app.state.database,
+        request.headers.get("authorization"),
+        request.query_params.get("ticket") if streaming else None,
+    )
+
+
+StreamCallerDep = Annotated[Caller, Depends(get_stream_caller)]
+
+
+@router.post(
+    "/v1/fine_tuning/stream_tickets",
+    operation_id="createStreamTicket",
+    summary="Create a stream ticket",
+    response_model=StreamTicketObject,
+)
+async def create_stream_ticket(
+    caller: CallerDep, session: SessionDep, settings: SettingsDep
+) -> StreamTicketObject:
+    """Issue a ticket that opens one event stream as this key, once, within
+    `FT_STREAM_TICKET_SECONDS` (60 s by default). For browsers, which cannot set headers on a
+    WebSocket or an EventSource: pass it as `?ticket=`. An extension."""
+    value, expires_at = await service.create_ticket(session, caller, settings.stream_ticket_seconds)
+    return StreamTicketObject(ticket=value, expires_at=expires_at)
+
+
+# ---------------------------------------------------------------- SSE
+
+
+def _stream(request: Request | WebSocket, scope: Scope, after: int | None) -> EventStream:
+    settings: Settings = request.app.state.settings
+    return EventStream(
+        database=request.app.state.database,
+        hub=request.app.state.hub,
+        scope=scope,
+        after=after,
+        heartbeat_seconds=settings.stream_heartbeat_seconds,
+    )
+
+
+async def _sse_frames(stream: EventStream) -> AsyncIterator[str]:
+    yield f"retry: {SSE_RETRY_MILLISECONDS}\n\n"
+    async for message in stream.messages():
+        head = f"id: {message.event_id}\n" if message.event_id else ""
+        yield f"{head}event: {message.kind}\ndata: {message.text}\n\n"
+
+
+async def sse_response(
+    request: Request, scope: Scope, after: str | None, last_event_id: str | None
+) -> Response:
+    """Stream the scope's messages as server-sent events, after `Last-Event-ID` or `after`."""
+    cursor = last_event_id or after
+    async with request.app.state.database.session() as session:
+        position = await service.cursor_position(session, scope, cursor) if cursor else None
+        if scope.job_id is not None and position is not None:
+            job = await get_job(session=session, project_id=scope.project_id, job_id=scope.job_id)
+            last = await service.latest_position(session, scope)
+            if is_terminal(job.status) and last <= position:
+                # 204 tells EventSource that the stream is over: it stops reconnecting.
+                return Response(status_code=204)
+    return StreamingResponse(
+        _sse_frames(_stream(request, scope, position)),
+        media_type=SSE_MEDIA_TYPE,
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+LastEventIdHeader = Annotated[
+    str | None,
+    Header(alias="Last-Event-ID", max_length=64, description="SSE resume cursor (an event id)."),
+]
+TicketQuery = Annotated[
+    str | None,
+    Query(max_length=128, description="A stream ticket, for browsers (with `stream=true`)."),
+]
+StreamQuery = Annotated[
+    bool, Query(description="Answer with server-sent events: the stored ones, then live ones.")
+]
+
+
+@router.get(
+    "/v1/fine_tuning/events",
+    operation_id="listProjectFineTuningEvents",
+    summary="List or stream the project's job events",
+    response_model=EventList,
+    responses=SSE_RESPONSES,
+)
+async def list_project_events(
+    request: Request,
+    caller: StreamCallerDep,
+    session: SessionDep,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+    stream: StreamQuery = False,
+    ticket: TicketQuery = None,
+    last_event_id: LastEventIdHeader = None,
+) -> EventList | Response:
+    """Every job's events in the project, newest first; with `stream=true`, server-sent events
+    (oldest first after `after` or `Last-Event-ID`, else live only). An extension."""
+    scope = Scope(project_id=caller.project_id)
+    if stream:
+        return await sse_response(request, scope, after, last_event_id)
+    rows, has_more = await page(
+        session,
+        JobEvent,
+        where=[col(JobEvent.project_id) == caller.project_id],
+        after=after,
+        limit=limit,
+    )
+    return EventList.of([EventObject.from_row(r) for r in rows], has_more=has_more)
+
+
+# ---------------------------------------------------------------- WebSocket
+
+
+async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
+    """Authenticate, check the scope and cursor, then pump the stream until it or the client ends.
+
+    The socket is accepted first, so that a refusal has a close code a browser can read
+    (4401, 4404, 4400: the HTTP status plus 4000) before any data is sent.
+    """
+    await websocket.accept()
+    database: Database = websocket.app.state.database
+    try:
+        caller = await _stream_caller(
+            database, websocket.headers.get("authorization"), websocket.query_params.get("ticket")
+        )
+        scope = Scope(project_id=caller.project_id, job_id=job_id)
+        after = websocket.query_params.get("after")
+        async with database.session() as session:
+            if job_id is not None:
+                await get_job(session=session, project_id=caller.project_id, job_id=job_id)
+            position = await service.cursor_position(session, scope, after) if after else None
+    except APIError as error:
+        await websocket.close(code=4000 + error.status_code, reason=error.message[:120])
+        return
+    stream = _stream(websocket, scope, position)
+    async with anyio.create_task_group() as tasks:
+
+        async def pump() -> None:
+            try:
+                async for message in stream.messages():
+                    await websocket.send_text(message.text)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                pass  # the client went away: its cursor resumes it
+            else:
+                if websocket.application_state == WebSocketState.CONNECTED:
+                    await websocket.close(code=stream.close_code or CLOSE_SERVER_ERROR)
+            tasks.cancel_scope.cancel()
+
+        async def watch() -> None:
+            # Client messages are ignored; reading is how a disconnect is noticed.
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(pump)
+        tasks.start_soon(watch)
+
+
+@router.websocket("/v1/fine_tuning/jobs/{fine_tuning_job_id}/events/stream")
+async def stream_job_events(websocket: WebSocket, fine_tuning_job_id: str) -> None:
+    """One job's events over a WebSocket: snapshot, replay after `after`, then live."""
+    await _serve_websocket(websocket, fine_tuning_job_id)
+
+
+@router.websocket("/v1/fine_tuning/events/stream")
+async def stream_project_events(websocket: WebSocket) -> None:
+    """Every job event of the caller's project over a WebSocket."""
+    await _serve_websocket(websocket, None)
+
+
+@router.get("/asyncapi.json", include_in_schema=False)
+async def asyncapi() -> dict[str, Any]:
+    """The AsyncAPI 3.0 document of the stream messages."""
+    return asyncapi_document(version=__version__)

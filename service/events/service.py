@@ -1,0 +1,182 @@
+"""Rules of the event streams: cursors, replay, job snapshots, stream tickets."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.auth import Caller
+from service.errors import AuthenticationFailed, InvalidRequest
+from service.events.hub import Published
+from service.events.messages import EventMessage, JobMessage, JobProgress
+from service.events.models import StreamTicket
+from service.ids import now
+from service.jobs import states
+from service.jobs.models import Job, JobEvent
+from service.jobs.schemas import EventObject, JobObject
+from service.projects.models import ApiKey, Project
+from service.projects.service import hash_key
+
+TICKET_PREFIX = "fst_"
+# Replay reads the log in pages of this many events.
+REPLAY_PAGE = 500
+# A project stream starts with a snapshot of at most this many unfinished jobs.
+SNAPSHOT_JOBS = 100
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a stream shows: one job, or every job of a project."""
+
+    project_id: str
+    job_id: str | None = None
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def encode_event(event: JobEvent) -> Published:
+    """Encode an event row as a stream message, positioned by its pk."""
+    message = EventMessage(job_id=event.job_id, event=EventObject.from_row(event))
+    return Published(
+        job_id=event.job_id,
+        project_id=event.project_id,
+        text=message.model_dump_json(),
+        position=event.pk,
+        event_id=event.id,
+    )
+
+
+async def snapshot(session: AsyncSession, job: Job) -> Published:
+    """Encode the job's current state, its progress and whether its log is complete."""
+    data = (
+        await session.exec(
+            select(JobEvent.data)
+            .where(JobEvent.job_id == job.id, JobEvent.type == "metrics")
+            .order_by(col(JobEvent.seq).desc())
+            .limit(1)
+        )
+    ).first()
+    progress = None
+    if data and "step" in data:
+        total = data.get("total_steps")
+        progress = JobProgress(step=int(data["step"]), total_steps=int(total) if total else None)
+    last = (
+        await session.exec(select(func.max(JobEvent.pk)).where(JobEvent.job_id == job.id))
+    ).one()
+    message = JobMessage(job=JobObject.from_row(job), progress=progress)
+    return Published(
+        job_id=job.id,
+        project_id=job.project_id,
+        text=message.model_dump_json(),
+        kind="job",
+        finished=states.is_terminal(job.status),
+        last_position=last,
+    )
+
+
+async def snapshots(session: AsyncSession, job_ids: Sequence[str]) -> list[Published]:
+    """Snapshots of the given jobs."""
+    jobs = (await session.exec(select(Job).where(col(Job.id).in_(job_ids)))).all()
+    return [await snapshot(session, job) for job in jobs]
+
+
+async def unfinished_jobs(session: AsyncSession, project_id: str) -> list[Job]:
+    """The project's unfinished jobs, newest first (at most SNAPSHOT_JOBS)."""
+    rows = await session.exec(
+        select(Job)
+        .where(Job.project_id == project_id, col(Job.status).in_(states.LIVE))
+        .order_by(col(Job.pk).desc())
+        .limit(SNAPSHOT_JOBS)
+    )
+    return list(rows.all())
+
+
+# ---------------------------------------------------------------- cursors and replay
+
+
+async def cursor_position(session: AsyncSession, scope: Scope, event_id: str) -> int:
+    """Return the position of event `event_id` in the scope; 400 (`after`) if it is not there."""
+    query = select(JobEvent.pk).where(
+        JobEvent.id == event_id, JobEvent.project_id == scope.project_id
+    )
+    if scope.job_id is not None:
+        query = query.where(JobEvent.job_id == scope.job_id)
+    position = (await session.exec(query)).first()
+    if position is None:
+        raise InvalidRequest(f"No event found with id '{event_id}'.", param="after")
+    return position
+
+
+async def latest_position(session: AsyncSession, scope: Scope) -> int:
+    """The position of the scope's newest event (0 when it has none)."""
+    query = select(func.max(JobEvent.pk)).where(JobEvent.project_id == scope.project_id)
+    if scope.job_id is not None:
+        query = query.where(JobEvent.job_id == scope.job_id)
+    return (await session.exec(query)).one() or 0
+
+
+async def events_after(session: AsyncSession, scope: Scope, position: int) -> list[JobEvent]:
+    """The scope's events after `position`, oldest first, one page (REPLAY_PAGE) at most."""
+    query = select(JobEvent).where(
+        col(JobEvent.pk) > position, JobEvent.project_id == scope.project_id
+    )
+    if scope.job_id is not None:
+        query = query.where(JobEvent.job_id == scope.job_id)
+    rows = await session.exec(query.order_by(col(JobEvent.pk)).limit(REPLAY_PAGE))
+    return list(rows.all())
+
+
+# ---------------------------------------------------------------- tickets
+
+
+async def create_ticket(session: AsyncSession, caller: Caller, ttl: float) -> tuple[str, int]:
+    """Issue a single-use ticket for the caller's key; return it and when it expires."""
+    value = TICKET_PREFIX + secrets.token_urlsafe(32)
+    expires_at = time.time() + ttl
+    session.add(
+        StreamTicket(
+            ticket_hash=hash_key(value),
+            api_key_id=caller.key.id,
+            created_at=now(),
+            expires_at=expires_at,
+        )
+    )
+    await session.commit()
+    return value, int(expires_at)
+
+
+async def redeem_ticket(session: AsyncSession, value: str) -> Caller:
+    """Use a ticket up and return its caller; 401 if it is unknown, used or expired."""
+    t = time.time()
+    redeemed = await session.exec(
+        update(StreamTicket)
+        .where(
+            col(StreamTicket.ticket_hash) == hash_key(value),
+            col(StreamTicket.used_at).is_(None),
+            col(StreamTicket.expires_at) > t,
+        )
+        .values(used_at=t)
+        .returning(col(StreamTicket.api_key_id))
+    )
+    key_id = redeemed.scalar_one_or_none()
+    await session.commit()
+    if key_id is None:
+        # One message for every case: a probe learns nothing about which tickets exist.
+        raise AuthenticationFailed(
+            "Invalid stream ticket: unknown, already used or expired.", code="invalid_ticket"
+        )
+    key, project = (
+        await session.exec(
+            select(ApiKey, Project)
+            .join(Project, col(Project.id) == col(ApiKey.project_id))
+            .where(ApiKey.id == key_id)
+        )
+    ).one()
+    return Caller(key=key, project=project)

@@ -1,0 +1,77 @@
+"""Poller step: publish the events committed since the last pass, then changed job snapshots."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from sqlalchemy import func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from service.db import Database
+from service.events import service
+from service.events.hub import Hub
+from service.jobs.models import Job, JobEvent
+
+# Events read per query; a pass reads pages until it has caught up.
+PAGE = 500
+# Jobs whose last published state is remembered (to publish a snapshot only on a change).
+REMEMBERED_JOBS = 10_000
+
+
+class EventTail:
+    """Tails the event log by position (`pk`, which is commit order) and feeds the hub."""
+
+    def __init__(self, *, database: Database, hub: Hub) -> None:
+        self._database = database
+        self._hub = hub
+        self.position: int | None = None
+        self._states: OrderedDict[str, tuple[object, ...]] = OrderedDict()
+
+    async def poll_once(self) -> int:
+        """Publish what is new; return how many events. The first pass only finds the end."""
+        async with self._database.session() as session:
+            if self.position is None:
+                self.position = (await session.exec(select(func.max(JobEvent.pk)))).one() or 0
+                return 0
+            published = 0
+            touched: dict[str, None] = {}
+            while True:
+                rows = (
+                    await session.exec(
+                        select(JobEvent)
+                        .where(col(JobEvent.pk) > self.position)
+                        .order_by(col(JobEvent.pk))
+                        .limit(PAGE)
+                    )
+                ).all()
+                for row in rows:
+                    self._hub.publish(service.encode_event(row))
+                    self.position = row.pk
+                    touched[row.job_id] = None
+                published += len(rows)
+                if len(rows) < PAGE:
+                    break
+            if touched:
+                await self._publish_changed_jobs(session, list(touched))
+            return published
+
+    async def _publish_changed_jobs(self, session: AsyncSession, job_ids: list[str]) -> None:
+        jobs = (await session.exec(select(Job).where(col(Job.id).in_(job_ids)))).all()
+        for job in jobs:
+            # Progress travels in metrics events; a snapshot follows a change of state.
+            state = (
+                job.status,
+                job.fine_tuned_model,
+                job.trained_tokens,
+                job.finished_at,
+                tuple(job.result_files),
+                repr(job.error),
+            )
+            if self._states.get(job.id) == state:
+                continue
+            self._states[job.id] = state
+            self._states.move_to_end(job.id)
+            while len(self._states) > REMEMBERED_JOBS:
+                self._states.popitem(last=False)
+            self._hub.publish(await service.snapshot(session, job))

@@ -1,0 +1,43 @@
+"""The uvicorn server of `serve`: ends open event streams first when it shuts down.
+
+uvicorn waits for open responses before running the app's shutdown, and an SSE response never
+ends on its own; closing the hub first ends every stream (WebSockets get 1001, going away).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class ServiceServer(uvicorn.Server):
+    """A uvicorn server that closes the app's event hub before waiting for connections."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the hub, then shut down as uvicorn does."""
+        hub = getattr(self.app.state, "hub", None)
+        if hub is not None:
+            hub.close()
+        await super().shutdown(sockets)
+
+
+def server_config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
+    """The uvicorn settings of the service."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        proxy_headers=True,
+        # Stream messages are small JSON; compressing each one for each subscriber costs more
+        # CPU than it saves on the wire.
+        ws_per_message_deflate=False,
+        # A stuck client must not hold a shutdown forever.
+        timeout_graceful_shutdown=10,
+    )

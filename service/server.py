@@ -6,10 +6,38 @@ ends on its own; closing the hub first ends every stream (WebSockets get 1001, g
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+
+_TICKET = re.compile(r"(ticket=)[^&\s\"']+")
+
+
+class RedactTickets(logging.Filter):
+    """Hide stream tickets in log lines (uvicorn logs each request's query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's arguments; never drops a record."""
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact(arg) for arg in record.args)
+        record.msg = _redact(record.msg)
+        return True
+
+
+def _redact(value: Any) -> Any:
+    return _TICKET.sub(r"\1<redacted>", value) if isinstance(value, str) else value
+
+
+def redact_tickets_in_logs() -> None:
+    """Install `RedactTickets` on uvicorn's loggers (idempotent)."""
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTickets) for f in logger.filters):
+            logger.addFilter(RedactTickets())
 
 
 class ServiceServer(uvicorn.Server):
@@ -18,6 +46,12 @@ class ServiceServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         super().__init__(config)
         self.app = app
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        """Serve, with stream tickets hidden from uvicorn's logs."""
+        # After uvicorn has configured its loggers (Config.__init__ did), before any request.
+        redact_tickets_in_logs()
+        await super().serve(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Close the hub, then shut down as uvicorn does."""

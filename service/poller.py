@@ -58,20 +58,32 @@ class Poller:
         return sum([await step.poll_once() for step in self.steps])
 
     async def run(self) -> None:
-        """Pass whenever woken or every interval, until `stop()`; errors are logged and retried."""
-        self._loop = asyncio.get_running_loop()
-        delay = RETRY_SECONDS
+        """Pass whenever woken or every interval, until `stop()`.
+
+        A step that fails is logged and left out of passes for a growing delay, on its own: an
+        unreachable upstream provider never delays the event tail.
+        """
+        self._loop = loop = asyncio.get_running_loop()
+        retry_at = [0.0] * len(self.steps)
+        delays = [RETRY_SECONDS] * len(self.steps)
         while not self._stopping:
             self._wake.clear()
-            wait = self.interval
-            try:
-                await self.poll_once()
-                delay = RETRY_SECONDS
-            except Exception:
-                log.exception("poller pass failed; retrying in %.1f s", delay)
-                wait, delay = delay, min(delay * 2, RETRY_CAP_SECONDS)
+            for i, step in enumerate(self.steps):
+                if retry_at[i] > loop.time():
+                    continue
+                try:
+                    await step.poll_once()
+                    delays[i], retry_at[i] = RETRY_SECONDS, 0.0
+                except Exception:
+                    log.exception(
+                        "poller step %s failed; retrying in %.1f s", type(step).__name__, delays[i]
+                    )
+                    retry_at[i] = loop.time() + delays[i]
+                    delays[i] = min(delays[i] * 2, RETRY_CAP_SECONDS)
             if self._stopping:
                 break
+            pending = [t - loop.time() for t in retry_at if t > loop.time()]
+            wait = min([self.interval, *pending])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 

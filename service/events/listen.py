@@ -39,14 +39,9 @@ class Listener:
         delay = RECONNECT_SECONDS
         while True:
             lost = asyncio.Event()
+            connection = None
             try:
                 connection = await asyncpg.connect(self._dsn)
-            except (OSError, asyncpg.PostgresError) as error:
-                log.warning("LISTEN connection failed (%s); retrying in %.0f s", error, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RECONNECT_CAP_SECONDS)
-                continue
-            try:
                 connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(self._channel, self._notified)
                 delay = RECONNECT_SECONDS
@@ -54,9 +49,13 @@ class Listener:
                 self._on_notify()
                 await lost.wait()
                 log.warning("LISTEN connection lost; reconnecting")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("LISTEN connection failed (%s); retrying in %.0f s", error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_CAP_SECONDS)
             finally:
                 self.connected.clear()
-                if not connection.is_closed():
+                if connection is not None and not connection.is_closed():
                     await connection.close(timeout=5)
 
     def _notified(self, _connection: Any, _pid: int, _channel: str, _payload: str) -> None:

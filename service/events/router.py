@@ -76,7 +76,7 @@ async def _stream_caller(
 
 async def get_stream_caller(request: Request) -> Caller:
     """Authenticate by header; a streaming request (`stream=true`) may use a ticket instead."""
-    streaming = request.query_params.get("stream") == "true"
+    streaming = request.query_params.get("stream", "").lower() in _TRUE
     return await _stream_caller(
         request.app.state.database,
         request.headers.get("authorization"),
@@ -84,6 +84,7 @@ async def get_stream_caller(request: Request) -> Caller:
     )
 
 
+_TRUE = {"1", "true", "on", "yes", "y", "t"}  # what FastAPI reads as True for `stream`
 StreamCallerDep = Annotated[Caller, Depends(get_stream_caller)]
 
 

@@ -65,16 +65,22 @@ class Subscription:
             self._queue.append(message)
         self._ready.set()
 
+    def poke(self) -> None:
+        """Wake the reader without a message (its heartbeat is due)."""
+        self._ready.set()
+
     def close(self) -> None:
         """End the subscription (the server is shutting down)."""
         self.closed = True
         self._ready.set()
 
-    async def take(self, timeout: float | None) -> list[Published]:
-        """Return every queued message, waiting up to `timeout` for one; [] on time-out."""
+    async def take(self, timeout: float | None = None) -> list[Published]:
+        """Return every queued message, waiting for one (or a poke, or `timeout`); may be []."""
         if not self._queue and not (self.overflowed or self.closed):
+            # No wait_for: it would create a task per message per subscriber.
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
             except TimeoutError:
                 return []
         self._ready.clear()

@@ -9,12 +9,12 @@ is published after the subscription began: nothing falls in between, and nothing
 
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator
 
 from service.db import Database
 from service.events import service
-from service.events.hub import Hub, Published, job_topic, project_topic
+from service.events.hub import Hub, Published, Subscription, job_topic, project_topic
 from service.events.messages import (
     CLOSE_GOING_AWAY,
     CLOSE_JOB_FINISHED,
@@ -48,78 +48,101 @@ class EventStream:
         self._final_position: int | None = None
         # The last snapshot sent per job: the poller may publish one the client already has.
         self._snapshots: dict[str, str] = {}
+        # The position of the last event sent (events are ordered by pk).
+        self._position = 0
 
     async def messages(self) -> AsyncIterator[Published]:
         """Yield the snapshot, the replayed events, then live messages until the stream ends."""
         scope = self._scope
         topic = job_topic(scope.job_id) if scope.job_id else project_topic(scope.project_id)
         with self._hub.subscribe(topic) as subscription:
-            async with self._database.session() as session:
-                if scope.job_id is not None:
-                    job = await get_job(
-                        session=session, project_id=scope.project_id, job_id=scope.job_id
-                    )
-                    first = [await service.snapshot(session, job)]
-                else:
-                    jobs = await service.unfinished_jobs(session, scope.project_id)
-                    first = [await service.snapshot(session, job) for job in jobs]
-                if self._after is not None:
-                    position = self._after
-                elif scope.job_id is not None:
-                    position = 0  # a job's stream starts with its whole log
-                else:
-                    position = await service.latest_position(session, scope)
-            for message in first:
-                self._note(message)
-                self._snapshots[message.job_id] = message.text
+            async for message in self._history():
                 yield message
-            while True:  # replay, a page per short session
-                async with self._database.session() as session:
-                    rows = await service.events_after(session, scope, position)
-                for row in rows:
-                    yield service.encode_event(row)
-                    position = row.pk or position
-                if len(rows) < service.REPLAY_PAGE:
-                    break
-            if self._finished(position):
+            if self._finished():
                 return
-            next_heartbeat = time.monotonic() + self._heartbeat_seconds
+            async for message in self._live(subscription):
+                yield message
+
+    async def _history(self) -> AsyncIterator[Published]:
+        """The snapshot(s), then the stored events after the cursor (a page per session).
+
+        Its own generator so that nothing it read stays referenced while the stream is live.
+        """
+        scope = self._scope
+        async with self._database.session() as session:
+            if scope.job_id is not None:
+                job = await get_job(
+                    session=session, project_id=scope.project_id, job_id=scope.job_id
+                )
+                first = [await service.snapshot(session, job)]
+            else:
+                jobs = await service.unfinished_jobs(session, scope.project_id)
+                first = [await service.snapshot(session, job) for job in jobs]
+            if self._after is not None:
+                self._position = self._after
+            elif scope.job_id is None:
+                self._position = await service.latest_position(session, scope)
+            # else: a job's stream starts with its whole log (position 0)
+        for message in first:
+            self._note(message)
+            self._snapshots[message.job_id] = message.text
+            yield message
+        while True:
+            async with self._database.session() as session:
+                rows = await service.events_after(session, scope, self._position)
+            for row in rows:
+                yield service.encode_event(row)
+                self._position = row.pk or self._position
+            if len(rows) < service.REPLAY_PAGE:
+                return
+
+    async def _live(self, subscription: Subscription) -> AsyncIterator[Published]:
+        """Forward published messages not sent yet, and a heartbeat when one is due."""
+        loop = asyncio.get_running_loop()
+        # One timer per heartbeat period rather than a time-out per message: at 1,000
+        # subscribers, per-message timers cost more than the sends.
+        next_heartbeat = loop.time() + self._heartbeat_seconds
+        timer = loop.call_at(next_heartbeat, subscription.poke)
+        try:
             while True:
-                batch = await subscription.take(max(0.0, next_heartbeat - time.monotonic()))
+                batch = await subscription.take()
                 if subscription.overflowed:
                     self.close_code = CLOSE_TRY_AGAIN_LATER
                     return
                 if subscription.closed:
                     self.close_code = CLOSE_GOING_AWAY
                     return
-                if time.monotonic() >= next_heartbeat:
+                if loop.time() >= next_heartbeat:
                     yield _heartbeat()
-                    next_heartbeat = time.monotonic() + self._heartbeat_seconds
+                    next_heartbeat = loop.time() + self._heartbeat_seconds
+                    timer = loop.call_at(next_heartbeat, subscription.poke)
                 for message in batch:
                     if message.position is not None:
-                        if message.position <= position:
+                        if message.position <= self._position:
                             continue  # replayed already
-                        position = message.position
+                        self._position = message.position
                     elif self._snapshots.get(message.job_id) == message.text:
                         continue  # the client has this state already
                     else:
                         self._snapshots[message.job_id] = message.text
                     self._note(message)
                     yield message
-                    if self._finished(position):
+                    if self._finished():
                         return
+        finally:
+            timer.cancel()
 
     def _note(self, message: Published) -> None:
         if message.finished and self._scope.job_id is not None:
             self._final_position = message.last_position or 0
 
-    def _finished(self, position: int) -> bool:
+    def _finished(self) -> bool:
         """A job stream ends once the job is final and its last event has been sent.
 
         The snapshot that shows the job final may arrive before that event (the poller can read
         the job row after a commit its event query missed), so both orders end the stream.
         """
-        if self._final_position is not None and position >= self._final_position:
+        if self._final_position is not None and self._position >= self._final_position:
             self.close_code = CLOSE_JOB_FINISHED
             return True
         return False

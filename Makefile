@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python bench/validation_throughput.py
 	$(BIN)/python bench/job_reads.py
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/stream_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

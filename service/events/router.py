@@ -4,12 +4,11 @@ and the AsyncAPI document of the stream messages."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
 from sqlmodel import col
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -21,6 +20,7 @@ from service.errors import APIError, AuthenticationFailed
 from service.events import service
 from service.events.asyncapi import asyncapi_document
 from service.events.messages import CLOSE_SERVER_ERROR
+from service.events.schemas import StreamTicketObject
 from service.events.service import Scope
 from service.events.streams import EventStream
 from service.jobs.models import JobEvent
@@ -46,14 +46,6 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
         "description": "With `stream=true`: server-sent events, described in /asyncapi.json.",
     }
 }
-
-
-class StreamTicketObject(BaseModel):
-    """A single-use credential for opening one stream from a browser."""
-
-    object: Literal["fine_tuning.stream_ticket"] = "fine_tuning.stream_ticket"
-    ticket: str
-    expires_at: int
 
 
 # ---------------------------------------------------------------- credentials

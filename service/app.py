@@ -45,6 +45,8 @@ from service.validation_errors import describe_validation_error
 
 log = logging.getLogger(__name__)
 
+POSTGRES_SAFETY_POLL_SECONDS = 1.0
+
 DESCRIPTION = """
 OpenAI-compatible fine-tuning service for IAPosteManager. Point the official `openai` SDK at
 `<this server>/v1` with one of your API keys: files, fine-tuning jobs (supervised, DPO,
@@ -189,9 +191,11 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                     )
             hub = Hub(capacity=settings.stream_queue_size)
             app.state.hub = hub
-            poller = Poller(
-                [EventTail(database=database, hub=hub)], interval=settings.event_poll_seconds
-            )
+            # On PostgreSQL NOTIFY wakes the poller; the interval is only a safety net there.
+            interval = settings.event_poll_seconds
+            if database.is_postgresql:
+                interval = max(interval, POSTGRES_SAFETY_POLL_SECONDS)
+            poller = Poller([EventTail(database=database, hub=hub)], interval=interval)
             app.state.poller = poller
             await poller.poll_once()  # finds the end of the log before any stream can start
             database.after_commit(EVENTS_TOPIC, poller.wake)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -53,6 +54,7 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self._sqlite_file = make_url(url).database if url.startswith("sqlite") else None
         self._hooks: dict[str, list[Callable[[], None]]] = {}
         self._sessions = async_sessionmaker(
             self.engine, class_=AsyncSession, expire_on_commit=False, info={_HOOKS: self._hooks}
@@ -73,6 +75,26 @@ class Database:
     def is_postgresql(self) -> bool:
         """Whether this database is PostgreSQL."""
         return self.engine.dialect.name == "postgresql"
+
+    def change_marker(self) -> tuple[int, ...] | None:
+        """A fingerprint of the SQLite files that changes when any process commits; None when
+        there is no such cheap check (PostgreSQL, in-memory SQLite).
+
+        A commit appends to the write-ahead log (`-wal`) and a checkpoint rewrites the main
+        file, so their sizes and modification times move. A stat costs microseconds, a query
+        through the driver's thread about a millisecond.
+        """
+        if not self._sqlite_file or self._sqlite_file == ":memory:":
+            return None
+        marker: list[int] = []
+        for path in (self._sqlite_file, self._sqlite_file + "-wal"):
+            try:
+                stat = os.stat(path)
+            except FileNotFoundError:
+                marker += [0, 0]
+            else:
+                marker += [stat.st_size, stat.st_mtime_ns]
+        return tuple(marker)
 
     def after_commit(self, topic: str, callback: Callable[[], None]) -> None:
         """Call `callback` after each commit of a session that flagged `topic` (same process)."""

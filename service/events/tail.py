@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 
 from sqlalchemy import func
@@ -15,6 +16,9 @@ from service.jobs.models import Job, JobEvent
 
 # Events read per query; a pass reads pages until it has caught up.
 PAGE = 500
+# With an unchanged SQLite file the log is not read again for up to this long: a cheap check
+# (see Database.change_marker) stands in for the query, and this bounds the rare case it misses.
+QUERY_AT_LEAST_EVERY_SECONDS = 1.0
 # Jobs whose last published state is remembered (to publish a snapshot only on a change).
 REMEMBERED_JOBS = 10_000
 
@@ -26,10 +30,21 @@ class EventTail:
         self._database = database
         self._hub = hub
         self.position: int | None = None
+        self._marker: tuple[int, ...] | None = None
+        self._queried_at = 0.0
         self._states: OrderedDict[str, tuple[object, ...]] = OrderedDict()
 
     async def poll_once(self) -> int:
         """Publish what is new; return how many events. The first pass only finds the end."""
+        # Taken before the query: a commit during the query changes it, so the next pass reads.
+        marker = self._database.change_marker()
+        if (
+            marker is not None
+            and marker == self._marker
+            and time.monotonic() - self._queried_at < QUERY_AT_LEAST_EVERY_SECONDS
+        ):
+            return 0
+        self._marker, self._queried_at = marker, time.monotonic()
         async with self._database.session() as session:
             if self.position is None:
                 self.position = (await session.exec(select(func.max(JobEvent.pk)))).one() or 0

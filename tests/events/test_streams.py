@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from service.db import Database
 from service.settings import Settings
 from tests.events.conftest import (
     Engine,
@@ -223,3 +225,31 @@ async def test_server_shutdown_closes_streams_with_1001(client, database, app, l
         app.state.hub.close()
         await receive_until_closed(conn)
     assert conn.close_code == 1001
+
+
+async def test_events_committed_by_another_process_reach_the_stream(
+    client, database, database_url, live
+):
+    """A `worker` process has its own connections: no commit hook of ours fires. SQLite: the
+    poller's cheap file check and interval find the commit; PostgreSQL: NOTIFY brings it."""
+    tenant = await make_tenant(database)
+    job = await make_job(client, tenant)
+    elsewhere = Database(database_url)  # what another process would hold
+    try:
+        engine = Engine(elsewhere, job["id"])
+        await engine.start()
+        async with ws(live, job_path(job["id"]), tenant.key) as conn:
+            for _ in range(1 + len(await stored_event_ids(database, job["id"]))):
+                await receive(conn)  # snapshot and replay
+            delays = []
+            for _ in range(5):
+                await engine.metrics()
+                committed = time.monotonic()
+                while (await receive(conn))["type"] != "event":
+                    pass
+                delays.append(time.monotonic() - committed)
+                await asyncio.sleep(0.3)  # past the skip window of the file check
+    finally:
+        await elsewhere.dispose()
+    # The interval is 50 ms on SQLite; allow for a loaded CI machine.
+    assert max(delays) < 0.5, delays

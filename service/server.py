@@ -85,6 +85,8 @@ def server_config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvic
         # Stream messages are small JSON; compressing each one for each subscriber costs more
         # CPU than it saves on the wire.
         ws_per_message_deflate=False,
+        # Clients send nothing the streams read; a large frame is only a way to use memory.
+        ws_max_size=64 * 1024,
         # A stuck client must not hold a shutdown forever.
         timeout_graceful_shutdown=10,
     )

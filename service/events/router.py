@@ -3,6 +3,8 @@ and the AsyncAPI document of the stream messages."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -30,6 +32,7 @@ from service.jobs.states import is_terminal
 from service.pagination import page
 from service.settings import Settings
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["Fine-tuning"])
 
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -112,9 +115,10 @@ def _stream(request: Request | WebSocket, scope: Scope, after: int | None) -> Ev
 
 async def _sse_frames(stream: EventStream) -> AsyncIterator[str]:
     yield f"retry: {SSE_RETRY_MILLISECONDS}\n\n"
-    async for message in stream.messages():
-        head = f"id: {message.event_id}\n" if message.event_id else ""
-        yield f"{head}event: {message.kind}\ndata: {message.text}\n\n"
+    async with contextlib.aclosing(stream.messages()) as messages:
+        async for message in messages:
+            head = f"id: {message.event_id}\n" if message.event_id else ""
+            yield f"{head}event: {message.kind}\ndata: {message.text}\n\n"
 
 
 async def sse_response(
@@ -206,18 +210,18 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
     except APIError as error:
         await websocket.close(code=4000 + error.status_code, reason=error.message[:120])
         return
+    except Exception:
+        log.exception("event stream could not start")
+        await websocket.close(code=CLOSE_SERVER_ERROR)
+        return
     stream = _stream(websocket, scope, position)
     async with anyio.create_task_group() as tasks:
 
         async def pump() -> None:
-            try:
-                async for message in stream.messages():
-                    await websocket.send_text(message.text)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                pass  # the client went away: its cursor resumes it
-            else:
-                if websocket.application_state == WebSocketState.CONNECTED:
-                    await websocket.close(code=stream.close_code or CLOSE_SERVER_ERROR)
+            code = await _send_all(websocket, stream)
+            if code is not None and websocket.application_state == WebSocketState.CONNECTED:
+                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                    await websocket.close(code=code)
             tasks.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -228,6 +232,21 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
 
         tasks.start_soon(pump)
         tasks.start_soon(watch)
+
+
+async def _send_all(websocket: WebSocket, stream: EventStream) -> int | None:
+    """Send the stream's messages; return the close code, or None if the client went away."""
+    try:
+        async with contextlib.aclosing(stream.messages()) as messages:
+            async for message in messages:
+                try:
+                    await websocket.send_text(message.text)
+                except (WebSocketDisconnect, OSError, RuntimeError):
+                    return None  # the client went away: its cursor resumes it
+    except Exception:
+        log.exception("event stream failed (%s)", stream.scope)
+        return CLOSE_SERVER_ERROR
+    return stream.close_code or CLOSE_SERVER_ERROR
 
 
 @router.websocket("/v1/fine_tuning/jobs/{fine_tuning_job_id}/events/stream")

@@ -10,7 +10,7 @@ is published after the subscription began: nothing falls in between, and nothing
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from service.db import Database
 from service.events import service
@@ -40,7 +40,7 @@ class EventStream:
     ) -> None:
         self._database = database
         self._hub = hub
-        self._scope = scope
+        self.scope = scope
         self._after = after
         self._heartbeat_seconds = heartbeat_seconds
         self.close_code: int | None = None
@@ -51,9 +51,9 @@ class EventStream:
         # The position of the last event sent (events are ordered by pk).
         self._position = 0
 
-    async def messages(self) -> AsyncIterator[Published]:
+    async def messages(self) -> AsyncGenerator[Published, None]:
         """Yield the snapshot, the replayed events, then live messages until the stream ends."""
-        scope = self._scope
+        scope = self.scope
         topic = job_topic(scope.job_id) if scope.job_id else project_topic(scope.project_id)
         with self._hub.subscribe(topic) as subscription:
             async for message in self._history():
@@ -63,12 +63,12 @@ class EventStream:
             async for message in self._live(subscription):
                 yield message
 
-    async def _history(self) -> AsyncIterator[Published]:
+    async def _history(self) -> AsyncGenerator[Published, None]:
         """The snapshot(s), then the stored events after the cursor (a page per session).
 
         Its own generator so that nothing it read stays referenced while the stream is live.
         """
-        scope = self._scope
+        scope = self.scope
         async with self._database.session() as session:
             if scope.job_id is not None:
                 job = await get_job(
@@ -96,7 +96,7 @@ class EventStream:
             if len(rows) < service.REPLAY_PAGE:
                 return
 
-    async def _live(self, subscription: Subscription) -> AsyncIterator[Published]:
+    async def _live(self, subscription: Subscription) -> AsyncGenerator[Published, None]:
         """Forward published messages not sent yet, and a heartbeat when one is due."""
         loop = asyncio.get_running_loop()
         # One timer per heartbeat period rather than a time-out per message: at 1,000
@@ -133,7 +133,7 @@ class EventStream:
             timer.cancel()
 
     def _note(self, message: Published) -> None:
-        if message.finished and self._scope.job_id is not None:
+        if message.finished and self.scope.job_id is not None:
             self._final_position = message.last_position or 0
 
     def _finished(self) -> bool:

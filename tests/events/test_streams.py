@@ -253,3 +253,17 @@ async def test_events_committed_by_another_process_reach_the_stream(
         await elsewhere.dispose()
     # The interval is 50 ms on SQLite; allow for a loaded CI machine.
     assert max(delays) < 0.5, delays
+
+
+async def test_a_database_failure_closes_the_stream_with_1011_not_a_traceback(
+    client, database, live
+):
+    tenant = await make_tenant(database)
+    job = await make_job(client, tenant)
+    async with database.engine.begin() as connection:
+        await connection.exec_driver_sql("ALTER TABLE fine_tuning_job_events RENAME TO events_gone")
+    for query in ({}, {"after": "ftevent-any"}):
+        async with ws(live, job_path(job["id"]), tenant.key, **query) as conn:
+            messages = await receive_until_closed(conn)
+        assert conn.close_code == 1011
+        assert messages == []

@@ -123,9 +123,11 @@ def _run_commit_hooks(session: Session) -> None:
             callback()
 
 
-@sa.event.listens_for(Session, "after_rollback")
-def _clear_commit_flags(session: Session) -> None:
-    session.info.pop(_FLAGS, None)
+@sa.event.listens_for(Session, "after_transaction_end")
+def _clear_commit_flags(session: Session, transaction: Any) -> None:
+    # However the transaction ended (commit, rollback, close), the next one starts unflagged.
+    if transaction.parent is None:
+        session.info.pop(_FLAGS, None)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -6,6 +6,7 @@ ends on its own; closing the hub first ends every stream (WebSockets get 1001, g
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
@@ -52,6 +53,10 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+# How long shutdown waits for open streams to close themselves.
+STREAMS_CLOSE_SECONDS = 1.0
+
+
 class ServiceServer(uvicorn.Server):
     """A uvicorn server that closes the app's event hub before waiting for connections."""
 
@@ -71,6 +76,10 @@ class ServiceServer(uvicorn.Server):
         hub = getattr(self.app.state, "hub", None)
         if hub is not None:
             hub.close()
+            # Let the streams send their own close (1001) before uvicorn closes what is left.
+            deadline = asyncio.get_running_loop().time() + STREAMS_CLOSE_SECONDS
+            while hub.subscriber_count() and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.01)
         await super().shutdown(sockets)
 
 

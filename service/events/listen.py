@@ -16,9 +16,23 @@ RECONNECT_SECONDS = 1.0
 RECONNECT_CAP_SECONDS = 30.0
 
 
-def asyncpg_dsn(url: str) -> str:
-    """Turn a SQLAlchemy `postgresql+asyncpg://` URL into a DSN asyncpg accepts."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+# Connect arguments that SQLAlchemy's asyncpg adapter consumes itself; asyncpg refuses them.
+_ADAPTER_ONLY = (
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "async_creator_fn",
+)
+
+
+def asyncpg_connect_args(url: str) -> tuple[list[Any], dict[str, Any]]:
+    """Arguments for `asyncpg.connect` from a SQLAlchemy URL, translated as the engine's own
+    connections are (so `?ssl=require` and the like work here too)."""
+    parsed = make_url(url)
+    dialect = parsed.get_dialect()()
+    args, kwargs = dialect.create_connect_args(parsed)
+    for name in _ADAPTER_ONLY:
+        kwargs.pop(name, None)
+    return list(args), dict(kwargs)
 
 
 class Listener:
@@ -29,7 +43,7 @@ class Listener:
     """
 
     def __init__(self, url: str, channel: str, on_notify: Callable[[], None]) -> None:
-        self._dsn = asyncpg_dsn(url)
+        self._connect_args = asyncpg_connect_args(url)
         self._channel = channel
         self._on_notify = on_notify
         self.connected = asyncio.Event()
@@ -41,7 +55,8 @@ class Listener:
             lost = asyncio.Event()
             connection = None
             try:
-                connection = await asyncpg.connect(self._dsn)
+                args, kwargs = self._connect_args
+                connection = await asyncpg.connect(*args, **kwargs)
                 connection.add_termination_listener(_setter(lost))
                 await connection.add_listener(self._channel, self._notified)
                 delay = RECONNECT_SECONDS

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["Fine-tuning"])
 
 SSE_MEDIA_TYPE = "text/event-stream"
+# A close frame's payload is 125 bytes: 2 for the code, 123 for the reason (RFC 6455 5.5).
+MAX_CLOSE_REASON_BYTES = 123
 # EventSource waits this long before reconnecting after a stream ends.
 SSE_RETRY_MILLISECONDS = 2000
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -208,20 +210,19 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
                 await get_job(session=session, project_id=caller.project_id, job_id=job_id)
             position = await service.cursor_position(session, scope, after) if after else None
     except APIError as error:
-        await websocket.close(code=4000 + error.status_code, reason=error.message[:120])
+        await _close(websocket, 4000 + error.status_code, error.message)
         return
     except Exception:
         log.exception("event stream could not start")
-        await websocket.close(code=CLOSE_SERVER_ERROR)
+        await _close(websocket, CLOSE_SERVER_ERROR)
         return
     stream = _stream(websocket, scope, position)
     async with anyio.create_task_group() as tasks:
 
         async def pump() -> None:
             code = await _send_all(websocket, stream)
-            if code is not None and websocket.application_state == WebSocketState.CONNECTED:
-                with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                    await websocket.close(code=code)
+            if code is not None:
+                await _close(websocket, code)
             tasks.cancel_scope.cancel()
 
         async def watch() -> None:
@@ -232,6 +233,15 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
 
         tasks.start_soon(pump)
         tasks.start_soon(watch)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str = "") -> None:
+    """Close the socket if it is still open; the reason is cut to the 123 bytes a frame holds."""
+    if websocket.application_state != WebSocketState.CONNECTED:
+        return
+    fitting = reason.encode()[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")
+    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+        await websocket.close(code=code, reason=fitting)
 
 
 async def _send_all(websocket: WebSocket, stream: EventStream) -> int | None:

@@ -20,7 +20,7 @@ from service.checkpoints.models import Checkpoint
 from service.errors import Conflict
 from service.ids import new_id, now, random_base62
 from service.jobs import states
-from service.jobs.lifecycle import append_event, transition
+from service.jobs.lifecycle import append_event, lock_event_log, transition
 from service.jobs.models import Job, JobEvent
 from service.models.models import FineTunedModel
 
@@ -57,6 +57,9 @@ async def claim_next_job(
     `max_attempts` claims without a clean stop it fails instead.
     """
     while True:
+        # A recovered job moves through `transition`, which logs an event: the event writers'
+        # lock comes before the row lock below.
+        await lock_event_log(session)
         t = time.time()
         free = or_(col(Job.lease_owner).is_(None), col(Job.lease_expires_at) < t)
         claimable = or_(
@@ -173,6 +176,7 @@ async def append_metrics(
     if "step" not in metrics:
         raise ValueError("metrics need a 'step'")
     clean = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
+    await lock_event_log(session)  # before the estimated_finish UPDATE locks the job row
     job = await _held(session, job_id, worker_id)
     # A step finishing just after a pause is requested still happened: log it, so the
     # resumed run continues a gap-free series.

@@ -9,7 +9,8 @@ Events are committed in the order of their `pk`, which is what lets streams resu
 event id with no gap (see `service/events`). SQLite gives this for free: it has one writer at a
 time. On PostgreSQL a transaction that writes events first takes a transaction-scoped advisory
 lock, so event writers commit one after another; it also sends a NOTIFY, delivered at commit,
-that wakes the pollers of every API process. A transaction writes the events of one job only.
+that wakes the pollers of every API process. Such a transaction takes that lock before it locks
+any job row (`lock_event_log`), so lock order is the same everywhere and no deadlock can form.
 """
 
 from __future__ import annotations
@@ -50,9 +51,7 @@ async def append_event(
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
     """Add an event to the job's log with the next sequence number (not committed)."""
-    if flag_commit(session, EVENTS_TOPIC) and _is_postgresql(session):
-        await session.exec(select(func.pg_advisory_xact_lock(_EVENT_WRITERS_LOCK)))
-        await session.exec(select(func.pg_notify(EVENTS_TOPIC, job.project_id)))
+    await lock_event_log(session)
     # UPDATE ... RETURNING takes the job row's lock, so concurrent writers get distinct,
     # increasing numbers on PostgreSQL as on SQLite.
     seq = (
@@ -78,8 +77,17 @@ async def append_event(
     return event
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
+async def lock_event_log(session: AsyncSession) -> None:
+    """Take the event writers' lock for this transaction (once; PostgreSQL only) and NOTIFY.
+
+    A transaction that may write events must call this before it locks any job row (an
+    UPDATE of the job): taking the two locks in one order everywhere is what rules out
+    deadlocks between, say, a client's cancel and a worker's checkpoint.
+    """
+    postgresql = session.bind is not None and session.bind.dialect.name == "postgresql"
+    if flag_commit(session, EVENTS_TOPIC) and postgresql:
+        await session.exec(select(func.pg_advisory_xact_lock(_EVENT_WRITERS_LOCK)))
+        await session.exec(select(func.pg_notify(EVENTS_TOPIC, "")))
 
 
 async def transition(
@@ -92,6 +100,7 @@ async def transition(
     **fields: Any,
 ) -> None:
     """Move the job to `target` if the status table allows it, and log it (not committed)."""
+    await lock_event_log(session)
     if not states.is_allowed(job.status, target):
         raise IllegalTransition(
             f"Fine-tuning job {job.id} cannot move from '{job.status}' to '{target}'.",

@@ -20,8 +20,8 @@ from tests.processes import free_port
 
 
 @pytest.fixture
-async def live(app: FastAPI) -> AsyncIterator[str]:
-    """Serve the app (its lifespan already running) on a free port; yield `host:port`."""
+async def live_server(app: FastAPI) -> AsyncIterator[ServiceServer]:
+    """Serve the app (its lifespan already running) on a free port with uvicorn."""
     port = free_port()
     config = server_config(app, host="127.0.0.1", port=port, log_level="warning")
     config.lifespan = "off"
@@ -31,9 +31,15 @@ async def live(app: FastAPI) -> AsyncIterator[str]:
         if task.done():
             task.result()
         await asyncio.sleep(0.01)
-    yield f"127.0.0.1:{port}"
+    yield server
     server.should_exit = True
     await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+def live(live_server: ServiceServer) -> str:
+    """`host:port` of the live server."""
+    return f"127.0.0.1:{live_server.config.port}"
 
 
 def ws_url(live: str, path: str, **query: str) -> str:

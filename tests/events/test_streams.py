@@ -217,14 +217,23 @@ async def test_client_messages_are_ignored_and_a_disconnect_frees_the_subscripti
     assert app.state.hub.subscriber_count() == 0
 
 
-async def test_server_shutdown_closes_streams_with_1001(client, database, app, live):
+async def test_server_shutdown_closes_streams_with_1001(client, database, live_server, live):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
     async with ws(live, job_path(job["id"]), tenant.key) as conn:
         await receive(conn)
-        app.state.hub.close()
+        live_server.should_exit = True  # what SIGTERM does
         await receive_until_closed(conn)
     assert conn.close_code == 1001
+
+
+async def test_a_close_reason_never_exceeds_a_frame(client, database, live):
+    tenant = await make_tenant(database)
+    job = await make_job(client, tenant)
+    async with ws(live, job_path(job["id"]), tenant.key, after="é" * 60) as conn:
+        await receive_until_closed(conn)
+    assert conn.close_code == 4400
+    assert len(conn.close_reason.encode()) <= 123
 
 
 async def test_events_committed_by_another_process_reach_the_stream(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -26,12 +27,16 @@ _ADAPTER_ONLY = (
 
 def asyncpg_connect_args(url: str) -> tuple[list[Any], dict[str, Any]]:
     """Arguments for `asyncpg.connect` from a SQLAlchemy URL, translated as the engine's own
-    connections are (so `?ssl=require` and the like work here too)."""
+    connections are (so `?ssl=require` works here too); other query options, such as
+    `application_name`, become server settings, as in an asyncpg DSN."""
     parsed = make_url(url)
-    dialect = parsed.get_dialect()()
-    args, kwargs = dialect.create_connect_args(parsed)
+    args, kwargs = parsed.get_dialect()().create_connect_args(parsed)
     for name in _ADAPTER_ONLY:
         kwargs.pop(name, None)
+    accepted = inspect.signature(asyncpg.connect).parameters
+    settings = {name: str(kwargs.pop(name)) for name in list(kwargs) if name not in accepted}
+    if settings:
+        kwargs["server_settings"] = {**kwargs.get("server_settings", {}), **settings}
     return list(args), dict(kwargs)
 
 
@@ -64,7 +69,7 @@ class Listener:
                 self._on_notify()
                 await lost.wait()
                 log.warning("LISTEN connection lost; reconnecting")
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except Exception as error:  # whatever it is, listening must go on
                 log.warning("LISTEN connection failed (%s); retrying in %.0f s", error, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_CAP_SECONDS)

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from service import __version__
 from service.auth import Caller, authenticate
 from service.db import Database
-from service.deps import CallerDep, SessionDep, SettingsDep
+from service.deps import CallerDep, SessionDep, SettingsDep, get_caller
 from service.errors import APIError, AuthenticationFailed
 from service.events import service
 from service.events.asyncapi import asyncapi_document
@@ -71,17 +71,20 @@ async def _stream_caller(
     )
 
 
+_TRUE = {"1", "true", "on", "yes", "y", "t"}  # what FastAPI reads as True for `stream`
+
+
 async def get_stream_caller(request: Request) -> Caller:
     """Authenticate by header; a streaming request (`stream=true`) may use a ticket instead."""
-    streaming = request.query_params.get("stream", "").lower() in _TRUE
+    if request.query_params.get("stream", "").lower() not in _TRUE:
+        return await get_caller(request)  # OpenAI's route, OpenAI's answers
     return await _stream_caller(
         request.app.state.database,
         request.headers.get("authorization"),
-        request.query_params.get("ticket") if streaming else None,
+        request.query_params.get("ticket"),
     )
 
 
-_TRUE = {"1", "true", "on", "yes", "y", "t"}  # what FastAPI reads as True for `stream`
 StreamCallerDep = Annotated[Caller, Depends(get_stream_caller)]
 
 
@@ -115,12 +118,19 @@ def _stream(request: Request | WebSocket, scope: Scope, after: int | None) -> Ev
     )
 
 
-async def _sse_frames(stream: EventStream) -> AsyncIterator[str]:
+async def _sse_frames(stream: EventStream, start_id: str | None) -> AsyncIterator[str]:
     yield f"retry: {SSE_RETRY_MILLISECONDS}\n\n"
-    async with contextlib.aclosing(stream.messages()) as messages:
-        async for message in messages:
-            head = f"id: {message.event_id}\n" if message.event_id else ""
-            yield f"{head}event: {message.kind}\ndata: {message.text}\n\n"
+    if start_id is not None:
+        # Sets EventSource's last event id, so a reconnect before any event misses nothing.
+        yield f"id: {start_id}\n\n"
+    try:
+        async with contextlib.aclosing(stream.messages()) as messages:
+            async for message in messages:
+                head = f"id: {message.event_id}\n" if message.event_id else ""
+                yield f"{head}event: {message.kind}\ndata: {message.text}\n\n"
+    except Exception:
+        # The response has started: end it cleanly; EventSource resumes with Last-Event-ID.
+        log.exception("event stream failed (%s)", stream.scope)
 
 
 async def sse_response(
@@ -128,8 +138,12 @@ async def sse_response(
 ) -> Response:
     """Stream the scope's messages as server-sent events, after `Last-Event-ID` or `after`."""
     cursor = last_event_id or after
+    start_id = None
     async with request.app.state.database.session() as session:
         position = await service.cursor_position(session, scope, cursor) if cursor else None
+        if position is None and scope.job_id is None:
+            # A project stream starts live: from the newest event, named to the client.
+            start_id, position = await service.latest_event(session, scope) or (None, None)
         if scope.job_id is not None and position is not None:
             job = await get_job(session=session, project_id=scope.project_id, job_id=scope.job_id)
             last = await service.latest_position(session, scope)
@@ -137,7 +151,7 @@ async def sse_response(
                 # 204 tells EventSource that the stream is over: it stops reconnecting.
                 return Response(status_code=204)
     return StreamingResponse(
-        _sse_frames(_stream(request, scope, position)),
+        _sse_frames(_stream(request, scope, position), start_id),
         media_type=SSE_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -122,6 +122,15 @@ async def latest_position(session: AsyncSession, scope: Scope) -> int:
     return (await session.exec(query)).one() or 0
 
 
+async def latest_event(session: AsyncSession, scope: Scope) -> tuple[str, int] | None:
+    """The id and position of the scope's newest event, or None when it has none."""
+    query = select(JobEvent.id, JobEvent.pk).where(JobEvent.project_id == scope.project_id)
+    if scope.job_id is not None:
+        query = query.where(JobEvent.job_id == scope.job_id)
+    row = (await session.exec(query.order_by(col(JobEvent.pk).desc()).limit(1))).first()
+    return (row[0], row[1]) if row is not None and row[1] is not None else None
+
+
 async def events_after(session: AsyncSession, scope: Scope, position: int) -> list[JobEvent]:
     """The scope's events after `position`, oldest first, one page (REPLAY_PAGE) at most."""
     query = select(JobEvent).where(

@@ -123,6 +123,9 @@ class EventStream:
                         self._position = message.position
                     elif self._snapshots.get(message.job_id) == message.text:
                         continue  # the client has this state already
+                    elif message.finished and self.scope.job_id is None:
+                        # A final job changes no more: a project stream forgets it.
+                        self._snapshots.pop(message.job_id, None)
                     else:
                         self._snapshots[message.job_id] = message.text
                     self._note(message)

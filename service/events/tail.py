@@ -33,6 +33,9 @@ class EventTail:
         self._marker: tuple[int, ...] | None = None
         self._queried_at = 0.0
         self._states: OrderedDict[str, tuple[object, ...]] = OrderedDict()
+        # Jobs with published events whose snapshot is not published yet (kept across a failed
+        # pass: a job's final snapshot is what lets its streams close).
+        self._touched: dict[str, None] = {}
 
     async def poll_once(self) -> int:
         """Publish what is new; return how many events. The first pass only finds the end."""
@@ -41,16 +44,22 @@ class EventTail:
         if (
             marker is not None
             and marker == self._marker
+            and not self._touched
             and time.monotonic() - self._queried_at < QUERY_AT_LEAST_EVERY_SECONDS
         ):
             return 0
-        self._marker, self._queried_at = marker, time.monotonic()
+        started = time.monotonic()
+        published = await self._read_and_publish()
+        # Only after a pass that went through: a failed one is tried again at once.
+        self._marker, self._queried_at = marker, started
+        return published
+
+    async def _read_and_publish(self) -> int:
         async with self._database.session() as session:
             if self.position is None:
                 self.position = (await session.exec(select(func.max(JobEvent.pk)))).one() or 0
                 return 0
             published = 0
-            touched: dict[str, None] = {}
             while True:
                 rows = (
                     await session.exec(
@@ -63,12 +72,13 @@ class EventTail:
                 for row in rows:
                     self._hub.publish(service.encode_event(row))
                     self.position = row.pk
-                    touched[row.job_id] = None
+                    self._touched[row.job_id] = None
                 published += len(rows)
                 if len(rows) < PAGE:
                     break
-            if touched:
-                await self._publish_changed_jobs(session, list(touched))
+            if self._touched:
+                await self._publish_changed_jobs(session, list(self._touched))
+                self._touched.clear()
             return published
 
     async def _publish_changed_jobs(self, session: AsyncSession, job_ids: list[str]) -> None:
@@ -85,8 +95,8 @@ class EventTail:
             )
             if self._states.get(job.id) == state:
                 continue
-            self._states[job.id] = state
+            self._hub.publish(await service.snapshot(session, job))
+            self._states[job.id] = state  # remembered once published
             self._states.move_to_end(job.id)
             while len(self._states) > REMEMBERED_JOBS:
                 self._states.popitem(last=False)
-            self._hub.publish(await service.snapshot(session, job))

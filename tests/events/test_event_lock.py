@@ -1,5 +1,6 @@
-"""PostgreSQL specifics. Event writers take the event-log lock before any job-row lock, so a client's
-cancel racing a worker's report on the same job waits instead of deadlocking."""
+"""PostgreSQL specifics: event writers take the event-log lock before any job-row lock (a
+client's cancel racing a worker's report waits instead of deadlocking), and the LISTEN
+connection understands the URLs the engine does."""
 
 from __future__ import annotations
 

@@ -145,3 +145,30 @@ async def test_project_event_list_without_stream_is_a_page_newest_first(client, 
         "/v1/fine_tuning/events", params={"after": stored[-2], "limit": 2}, headers=tenant.headers
     )
     assert [e["id"] for e in page.json()["data"]] == stored[-3:-5:-1]
+
+
+async def test_a_project_stream_names_its_start_so_an_early_reconnect_misses_nothing(
+    client, database, live
+):
+    tenant = await make_tenant(database)
+    job = await make_job(client, tenant)
+    newest = (await stored_event_ids(database, job["id"]))[-1]
+    url = f"http://{live}/v1/fine_tuning/events"
+    async with httpx.AsyncClient(headers=tenant.headers, timeout=10) as http:
+        async with http.stream("GET", url, params={"stream": "true"}) as response:
+            lines = []
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith("data:"):
+                    break
+        # Before any message: the newest event's id, which EventSource keeps as its cursor.
+        assert lines[:4] == [f"retry: {2000}", "", f"id: {newest}", ""]
+        await Engine(database, job["id"]).start()  # written while the client is away
+        async with http.stream(
+            "GET", url, params={"stream": "true"}, headers={"Last-Event-ID": newest}
+        ) as response:
+            stream = sse_messages(response)
+            messages = await read(stream, 2)
+    assert messages[0]["event"] == "job"
+    assert messages[1]["event"] == "event"
+    assert messages[1]["data"]["event"]["message"] == "Fine-tuning job started"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -61,6 +61,3 @@ class HeartbeatMessage(BaseModel):
 
     type: Literal["heartbeat"] = "heartbeat"
     time: int = Field(description="Server time, Unix seconds.")
-
-
-StreamMessage = Annotated[EventMessage | JobMessage | HeartbeatMessage, Field(discriminator="type")]

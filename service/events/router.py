@@ -11,7 +11,6 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request, WebSocket
 from fastapi.responses import Response, StreamingResponse
-from sqlmodel import col
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from service import __version__
@@ -25,11 +24,7 @@ from service.events.messages import CLOSE_SERVER_ERROR
 from service.events.schemas import StreamTicketObject
 from service.events.service import Scope
 from service.events.streams import EventStream
-from service.jobs.models import JobEvent
 from service.jobs.schemas import EventList, EventObject
-from service.jobs.service import get_job
-from service.jobs.states import is_terminal
-from service.pagination import page
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +102,7 @@ async def create_stream_ticket(
 # ---------------------------------------------------------------- SSE
 
 
-def _stream(request: Request | WebSocket, scope: Scope, after: int | None) -> EventStream:
+def _stream(request: Request | WebSocket, scope: Scope, after: int) -> EventStream:
     settings: Settings = request.app.state.settings
     return EventStream(
         database=request.app.state.database,
@@ -137,21 +132,12 @@ async def sse_response(
     request: Request, scope: Scope, after: str | None, last_event_id: str | None
 ) -> Response:
     """Stream the scope's messages as server-sent events, after `Last-Event-ID` or `after`."""
-    cursor = last_event_id or after
-    start_id = None
     async with request.app.state.database.session() as session:
-        position = await service.cursor_position(session, scope, cursor) if cursor else None
-        if position is None and scope.job_id is None:
-            # A project stream starts live: from the newest event, named to the client.
-            start_id, position = await service.latest_event(session, scope) or (None, None)
-        if scope.job_id is not None and position is not None:
-            job = await get_job(session=session, project_id=scope.project_id, job_id=scope.job_id)
-            last = await service.latest_position(session, scope)
-            if is_terminal(job.status) and last <= position:
-                # 204 tells EventSource that the stream is over: it stops reconnecting.
-                return Response(status_code=204)
+        start = await service.start_stream(session, scope, last_event_id or after)
+    if start.finished:
+        return Response(status_code=204)  # tells EventSource the stream is over: no reconnect
     return StreamingResponse(
-        _sse_frames(_stream(request, scope, position), start_id),
+        _sse_frames(_stream(request, scope, start.position), start.start_id),
         media_type=SSE_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -192,13 +178,7 @@ async def list_project_events(
     scope = Scope(project_id=caller.project_id)
     if stream:
         return await sse_response(request, scope, after, last_event_id)
-    rows, has_more = await page(
-        session,
-        JobEvent,
-        where=[col(JobEvent.project_id) == caller.project_id],
-        after=after,
-        limit=limit,
-    )
+    rows, has_more = await service.list_events(session, scope, after=after, limit=limit)
     return EventList.of([EventObject.from_row(r) for r in rows], has_more=has_more)
 
 
@@ -218,11 +198,8 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
             database, websocket.headers.get("authorization"), websocket.query_params.get("ticket")
         )
         scope = Scope(project_id=caller.project_id, job_id=job_id)
-        after = websocket.query_params.get("after")
         async with database.session() as session:
-            if job_id is not None:
-                await get_job(session=session, project_id=caller.project_id, job_id=job_id)
-            position = await service.cursor_position(session, scope, after) if after else None
+            start = await service.start_stream(session, scope, websocket.query_params.get("after"))
     except APIError as error:
         await _close(websocket, 4000 + error.status_code, error.message)
         return
@@ -230,7 +207,7 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
         log.exception("event stream could not start")
         await _close(websocket, CLOSE_SERVER_ERROR)
         return
-    stream = _stream(websocket, scope, position)
+    stream = _stream(websocket, scope, start.position)
     async with anyio.create_task_group() as tasks:
 
         async def pump() -> None:

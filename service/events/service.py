@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,6 +19,8 @@ from service.ids import now
 from service.jobs import states
 from service.jobs.models import Job, JobEvent
 from service.jobs.schemas import EventObject, JobObject
+from service.jobs.service import get_job
+from service.pagination import page
 from service.projects.models import ApiKey, Project
 from service.projects.service import hash_key
 
@@ -36,6 +37,23 @@ class Scope:
 
     project_id: str
     job_id: str | None = None
+
+    def events(self) -> list[ColumnElement[bool]]:
+        """Conditions that select the scope's events."""
+        where = [col(JobEvent.project_id) == self.project_id]
+        if self.job_id is not None:
+            where.append(col(JobEvent.job_id) == self.job_id)
+        return where
+
+
+@dataclass(frozen=True)
+class StreamStart:
+    """Where a stream starts: after `position`; `start_id` names it when the client gave none;
+    `finished`: a final job with nothing after the client's cursor."""
+
+    position: int
+    start_id: str | None = None
+    finished: bool = False
 
 
 # ---------------------------------------------------------------- encoding
@@ -81,12 +99,6 @@ async def snapshot(session: AsyncSession, job: Job) -> Published:
     )
 
 
-async def snapshots(session: AsyncSession, job_ids: Sequence[str]) -> list[Published]:
-    """Snapshots of the given jobs."""
-    jobs = (await session.exec(select(Job).where(col(Job.id).in_(job_ids)))).all()
-    return [await snapshot(session, job) for job in jobs]
-
-
 async def unfinished_jobs(session: AsyncSession, project_id: str) -> list[Job]:
     """The project's unfinished jobs, newest first (at most SNAPSHOT_JOBS)."""
     rows = await session.exec(
@@ -101,45 +113,49 @@ async def unfinished_jobs(session: AsyncSession, project_id: str) -> list[Job]:
 # ---------------------------------------------------------------- cursors and replay
 
 
-async def cursor_position(session: AsyncSession, scope: Scope, event_id: str) -> int:
-    """Return the position of event `event_id` in the scope; 400 (`after`) if it is not there."""
-    query = select(JobEvent.pk).where(
-        JobEvent.id == event_id, JobEvent.project_id == scope.project_id
-    )
+async def start_stream(session: AsyncSession, scope: Scope, cursor: str | None) -> StreamStart:
+    """Check the scope (404 for a job not in the project) and place the client's cursor (400
+    `after` if the event is not in the scope). Without a cursor a job's stream starts with its
+    whole log, a project's with what comes after its newest event."""
+    job = None
     if scope.job_id is not None:
-        query = query.where(JobEvent.job_id == scope.job_id)
-    position = (await session.exec(query)).first()
+        job = await get_job(session=session, project_id=scope.project_id, job_id=scope.job_id)
+    if cursor is None:
+        if job is not None:
+            return StreamStart(position=0)
+        newest = await _newest_event(session, scope)
+        return StreamStart(position=newest[1], start_id=newest[0]) if newest else StreamStart(0)
+    position = (
+        await session.exec(select(JobEvent.pk).where(JobEvent.id == cursor, *scope.events()))
+    ).first()
     if position is None:
-        raise InvalidRequest(f"No event found with id '{event_id}'.", param="after")
-    return position
+        raise InvalidRequest(f"No event found with id '{cursor}'.", param="after")
+    finished = False
+    if job is not None and states.is_terminal(job.status):
+        newest = await _newest_event(session, scope)
+        finished = newest is None or newest[1] <= position
+    return StreamStart(position=position, finished=finished)
 
 
-async def latest_position(session: AsyncSession, scope: Scope) -> int:
-    """The position of the scope's newest event (0 when it has none)."""
-    query = select(func.max(JobEvent.pk)).where(JobEvent.project_id == scope.project_id)
-    if scope.job_id is not None:
-        query = query.where(JobEvent.job_id == scope.job_id)
-    return (await session.exec(query)).one() or 0
-
-
-async def latest_event(session: AsyncSession, scope: Scope) -> tuple[str, int] | None:
+async def _newest_event(session: AsyncSession, scope: Scope) -> tuple[str, int] | None:
     """The id and position of the scope's newest event, or None when it has none."""
-    query = select(JobEvent.id, JobEvent.pk).where(JobEvent.project_id == scope.project_id)
-    if scope.job_id is not None:
-        query = query.where(JobEvent.job_id == scope.job_id)
+    query = select(JobEvent.id, JobEvent.pk).where(*scope.events())
     row = (await session.exec(query.order_by(col(JobEvent.pk).desc()).limit(1))).first()
     return (row[0], row[1]) if row is not None and row[1] is not None else None
 
 
 async def events_after(session: AsyncSession, scope: Scope, position: int) -> list[JobEvent]:
     """The scope's events after `position`, oldest first, one page (REPLAY_PAGE) at most."""
-    query = select(JobEvent).where(
-        col(JobEvent.pk) > position, JobEvent.project_id == scope.project_id
-    )
-    if scope.job_id is not None:
-        query = query.where(JobEvent.job_id == scope.job_id)
+    query = select(JobEvent).where(col(JobEvent.pk) > position, *scope.events())
     rows = await session.exec(query.order_by(col(JobEvent.pk)).limit(REPLAY_PAGE))
     return list(rows.all())
+
+
+async def list_events(
+    session: AsyncSession, scope: Scope, *, after: str | None, limit: int
+) -> tuple[list[JobEvent], bool]:
+    """A page of the scope's events, newest first."""
+    return await page(session, JobEvent, where=scope.events(), after=after, limit=limit)
 
 
 # ---------------------------------------------------------------- tickets

@@ -35,13 +35,12 @@ class EventStream:
         database: Database,
         hub: Hub,
         scope: Scope,
-        after: int | None,
+        after: int,
         heartbeat_seconds: float,
     ) -> None:
         self._database = database
         self._hub = hub
         self.scope = scope
-        self._after = after
         self._heartbeat_seconds = heartbeat_seconds
         self.close_code: int | None = None
         # Position of the job's last event, once a snapshot has shown the job final.
@@ -49,7 +48,7 @@ class EventStream:
         # The last snapshot sent per job: the poller may publish one the client already has.
         self._snapshots: dict[str, str] = {}
         # The position of the last event sent (events are ordered by pk).
-        self._position = 0
+        self._position = after
 
     async def messages(self) -> AsyncGenerator[Published, None]:
         """Yield the snapshot, the replayed events, then live messages until the stream ends."""
@@ -71,28 +70,22 @@ class EventStream:
         scope = self.scope
         async with self._database.session() as session:
             if scope.job_id is not None:
-                job = await get_job(
-                    session=session, project_id=scope.project_id, job_id=scope.job_id
-                )
-                first = [await service.snapshot(session, job)]
+                jobs = [
+                    await get_job(session=session, project_id=scope.project_id, job_id=scope.job_id)
+                ]
             else:
                 jobs = await service.unfinished_jobs(session, scope.project_id)
-                first = [await service.snapshot(session, job) for job in jobs]
-            if self._after is not None:
-                self._position = self._after
-            elif scope.job_id is None:
-                self._position = await service.latest_position(session, scope)
-            # else: a job's stream starts with its whole log (position 0)
+            first = [await service.snapshot(session, job) for job in jobs]
         for message in first:
-            self._note(message)
-            self._snapshots[message.job_id] = message.text
-            yield message
+            if self._admit(message):
+                yield message
         while True:
             async with self._database.session() as session:
                 rows = await service.events_after(session, scope, self._position)
             for row in rows:
-                yield service.encode_event(row)
-                self._position = row.pk or self._position
+                message = service.encode_event(row)
+                if self._admit(message):
+                    yield message
             if len(rows) < service.REPLAY_PAGE:
                 return
 
@@ -117,27 +110,34 @@ class EventStream:
                     next_heartbeat = loop.time() + self._heartbeat_seconds
                     timer = loop.call_at(next_heartbeat, subscription.poke)
                 for message in batch:
-                    if message.position is not None:
-                        if message.position <= self._position:
-                            continue  # replayed already
-                        self._position = message.position
-                    elif self._snapshots.get(message.job_id) == message.text:
-                        continue  # the client has this state already
-                    elif message.finished and self.scope.job_id is None:
-                        # A final job changes no more: a project stream forgets it.
-                        self._snapshots.pop(message.job_id, None)
-                    else:
-                        self._snapshots[message.job_id] = message.text
-                    self._note(message)
-                    yield message
-                    if self._finished():
-                        return
+                    if self._admit(message):
+                        yield message
+                        if self._finished():
+                            return
         finally:
             timer.cancel()
 
-    def _note(self, message: Published) -> None:
-        if message.finished and self.scope.job_id is not None:
+    def _admit(self, message: Published) -> bool:
+        """Whether the client lacks this message; if so, it counts as sent from now on.
+
+        Events are new past the last position sent. A snapshot is new unless the client has
+        that exact state; a final one tells a job stream where the log ends, and lets a project
+        stream forget the job.
+        """
+        if message.position is not None:
+            if message.position <= self._position:
+                return False
+            self._position = message.position
+            return True
+        if self._snapshots.get(message.job_id) == message.text:
+            return False
+        if message.finished and self.scope.job_id is None:
+            self._snapshots.pop(message.job_id, None)
+            return True
+        if message.finished:
             self._final_position = message.last_position or 0
+        self._snapshots[message.job_id] = message.text
+        return True
 
     def _finished(self) -> bool:
         """A job stream ends once the job is final and its last event has been sent.

@@ -166,14 +166,6 @@ async def resume_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
     return JobObject.from_row(await service.resume_job(session=session, job=job))
 
 
-async def _streamable_job(
-    fine_tuning_job_id: JobIdPath, caller: StreamCallerDep, session: SessionDep
-) -> Job:
-    return await service.get_job(
-        session=session, project_id=caller.project_id, job_id=fine_tuning_job_id
-    )
-
-
 @router.get(
     "/{fine_tuning_job_id}/events",
     operation_id="listFineTuningEvents",
@@ -183,7 +175,8 @@ async def _streamable_job(
 )
 async def list_fine_tuning_events(
     request: Request,
-    job: Annotated[Job, Depends(_streamable_job)],
+    fine_tuning_job_id: JobIdPath,
+    caller: StreamCallerDep,
     session: SessionDep,
     after: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
@@ -194,9 +187,10 @@ async def list_fine_tuning_events(
     """List a job's events, newest first. With `stream=true` (an extension): server-sent
     events, the stored ones after `Last-Event-ID` or `after` (all without), then live ones;
     the stream ends after the job's final event."""
-    if stream:
-        scope = Scope(project_id=job.project_id, job_id=job.id)
+    if stream:  # the job is looked up in the caller's project as the stream starts
+        scope = Scope(project_id=caller.project_id, job_id=fine_tuning_job_id)
         return await sse_response(request, scope, after, last_event_id)
+    job = await _owned_job(fine_tuning_job_id, caller, session)
     rows, has_more = await service.list_events(session=session, job=job, after=after, limit=limit)
     return EventList.of([EventObject.from_row(r) for r in rows], has_more=has_more)
 

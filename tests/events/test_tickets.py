@@ -45,14 +45,18 @@ async def refused(live: str, path: str, **query: str) -> tuple[int | None, list[
         return connection.close_code, messages
 
 
-async def expire(database: Database, ticket: str) -> None:
+async def update_ticket(database: Database, ticket: str, **values: float) -> None:
     async with database.session() as session:
         await session.exec(
             update(StreamTicket)
             .where(col(StreamTicket.ticket_hash) == digest(ticket))
-            .values(expires_at=time.time() - 1)
+            .values(**values)
         )
         await session.commit()
+
+
+async def expire(database: Database, ticket: str) -> None:
+    await update_ticket(database, ticket, expires_at=time.time() - 1)
 
 
 async def sse_head(live: str, path: str, params: dict[str, str]) -> list[str]:
@@ -259,13 +263,7 @@ async def test_the_janitor_deletes_expired_tickets(client, database, settings: S
     stale, used_and_stale, fresh = [await new_ticket(client, tenant) for _ in range(3)]
     for ticket in (stale, used_and_stale):
         await expire(database, ticket)
-    async with database.session() as session:
-        await session.exec(
-            update(StreamTicket)
-            .where(col(StreamTicket.ticket_hash) == digest(used_and_stale))
-            .values(used_at=time.time() - 2)
-        )
-        await session.commit()
+    await update_ticket(database, used_and_stale, used_at=time.time() - 2)
     result = await sweep(
         database=database,
         files_dir=settings.files_dir,

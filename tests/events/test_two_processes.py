@@ -174,6 +174,17 @@ async def test_events_reach_the_other_servers_streams_at_once(database_url: str,
             async def last_event_id() -> str:
                 return (await stored_event_ids(http, tenant, job_id))[-1]
 
+            async def client_action(action: str, status: str) -> str:
+                """`action` the job through server A; time its event's arrival on B."""
+                response = await http.post(
+                    f"/v1/fine_tuning/jobs/{job_id}/{action}", headers=tenant.headers
+                )
+                assert response.status_code == 200 and response.json()["status"] == status
+                committed = time.monotonic()
+                event_id = await last_event_id()
+                latencies[action] = await job_stream.event(event_id) - committed
+                return event_id
+
             worker = Database(database_url)
             try:
                 # Warm-up: the first event on fresh connections is not measured.
@@ -197,13 +208,7 @@ async def test_events_reach_the_other_servers_streams_at_once(database_url: str,
                         )
                     await measure(f"step {step}", event.id)
 
-                paused = await http.post(
-                    f"/v1/fine_tuning/jobs/{job_id}/pause", headers=tenant.headers
-                )
-                assert paused.status_code == 200 and paused.json()["status"] == "paused"
-                committed = time.monotonic()
-                pause_event = await last_event_id()
-                latencies["pause"] = await job_stream.event(pause_event) - committed
+                await client_action("pause", "paused")
 
                 async with worker.session() as session:  # the step under way when paused
                     event = await engine_calls.append_metrics(
@@ -214,13 +219,7 @@ async def test_events_reach_the_other_servers_streams_at_once(database_url: str,
                     )
                 await measure("step after pause", event.id)
 
-                cancelled = await http.post(
-                    f"/v1/fine_tuning/jobs/{job_id}/cancel", headers=tenant.headers
-                )
-                assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
-                committed = time.monotonic()
-                cancel_event = await last_event_id()
-                latencies["cancel"] = await job_stream.event(cancel_event) - committed
+                cancel_event = await client_action("cancel", "cancelled")
             finally:
                 await worker.dispose()
 

@@ -165,3 +165,25 @@ async def run_to_success(
         )
         assert done.fine_tuned_model is not None
         return done.fine_tuned_model, names
+
+
+def job_method(kind: str = "supervised", **hyperparameters: Any) -> dict[str, Any]:
+    """The `method` field of a job request: its type and that type's hyperparameters."""
+    return {"type": kind, kind: {"hyperparameters": hyperparameters}}
+
+
+async def get_job(client: httpx.AsyncClient, tenant: Tenant, job_id: str) -> dict[str, Any]:
+    """GET a fine-tuning job and return its body."""
+    response = await client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=tenant.headers)
+    job: dict[str, Any] = response.json()
+    return job
+
+
+def preference_file(n: int = 10) -> bytes:
+    """A valid DPO training file of n examples."""
+    return jsonl([preference_example(i) for i in range(n)])
+
+
+def reinforcement_file(n: int = 10) -> bytes:
+    """A valid reinforcement training file of n examples."""
+    return jsonl([reinforcement_example(i) for i in range(n)])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from openai import OpenAI
 
-from tests.factories import chat_file
+from tests.factories import chat_file, job_method
 from tests.processes import serve, service_env
 
 
@@ -30,16 +30,7 @@ def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, 
             model="tiny-chat",
             training_file=training.id,
             suffix="sdk",
-            method={
-                "type": "supervised",
-                "supervised": {
-                    "hyperparameters": {
-                        "n_epochs": 1,
-                        "batch_size": 4,
-                        "learning_rate_multiplier": 50,
-                    }
-                },
-            },
+            method=job_method(n_epochs=1, batch_size=4, learning_rate_multiplier=50),
         )
         deadline = time.monotonic() + 180
         while job.status not in ("succeeded", "failed", "cancelled"):
@@ -50,28 +41,25 @@ def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, 
         assert job.fine_tuned_model is not None
         assert job.fine_tuned_model.startswith("ft:tiny-chat:personal:sdk:")
 
-        messages = [{"role": "user", "content": "Remercie Mme Durand pour sa commande."}]
-        completion = client.chat.completions.create(
-            model=job.fine_tuned_model,
-            messages=messages,
-            max_completion_tokens=12,
-            temperature=0,
-            seed=1,
-        )
+        def chat(**options):
+            """The same greedy request to the fine-tuned model, with `options` added."""
+            return client.chat.completions.create(
+                model=job.fine_tuned_model,
+                messages=[{"role": "user", "content": "Remercie Mme Durand pour sa commande."}],
+                max_completion_tokens=12,
+                temperature=0,
+                seed=1,
+                **options,
+            )
+
+        completion = chat()
         assert completion.object == "chat.completion"
         assert completion.choices[0].message.role == "assistant"
         assert completion.choices[0].finish_reason in ("stop", "length")
         assert completion.usage is not None and completion.usage.completion_tokens >= 1
         assert completion._request_id is not None and completion._request_id.startswith("req_")
 
-        stream = client.chat.completions.create(
-            model=job.fine_tuned_model,
-            messages=messages,
-            max_completion_tokens=12,
-            temperature=0,
-            seed=1,
-            stream=True,
-        )
+        stream = chat(stream=True)
         chunks = list(stream)
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == completion.choices[0].message.content

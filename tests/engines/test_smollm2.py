@@ -16,11 +16,11 @@ import pytest
 from service.engines.local.packaged import PACKAGED_MODELS, ensure_packaged_models
 from service.engines.local.worker import LocalWorker
 from service.models.registry import build_registry
-from tests.factories import jsonl, make_file, make_tenant
+from tests.engines.local_jobs import train_job
+from tests.factories import job_method, jsonl, make_file, make_tenant
 
 SMOLLM2 = next(m for m in PACKAGED_MODELS if m.name == "smollm2-135m-instruct")
 EMAILS = Path(os.environ.get("EMAILS_HISTORY", "/work/shared/data/emails/history.jsonl"))
-JOBS = "/v1/fine_tuning/jobs"
 
 SYSTEM_PROMPTS = {
     "sales": "You write emails for the sales team of Atelier Brisevent, a furniture maker.",
@@ -93,28 +93,16 @@ def test_conversion_is_complete_and_done_once(packaged_models_dir: Path):
 async def test_fine_tune_smollm2_on_emails_then_chat(client, database, settings, registry):
     assert registry.resolve(SMOLLM2.name) is not None
     tenant = await make_tenant(database)
-    file_id = await make_file(client, tenant, jsonl(email_examples(10)))
-    created = await client.post(
-        JOBS,
-        headers=tenant.headers,
-        json={
-            "model": SMOLLM2.name,
-            "training_file": file_id,
-            "suffix": "emails",
-            "seed": 1,
-            "method": {
-                "type": "supervised",
-                "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 2}},
-            },
-        },
+    job = await train_job(
+        client,
+        tenant,
+        LocalWorker(database=database, settings=settings, registry=registry),
+        model=SMOLLM2.name,
+        training_file=await make_file(client, tenant, jsonl(email_examples(10))),
+        suffix="emails",
+        seed=1,
+        method=job_method(n_epochs=1, batch_size=2),
     )
-    assert created.status_code == 200, created.text
-    job_id = created.json()["id"]
-
-    worker = LocalWorker(database=database, settings=settings, registry=registry)
-    assert await worker.poll_once() is True
-    job = (await client.get(f"{JOBS}/{job_id}", headers=tenant.headers)).json()
-    assert job["status"] == "succeeded", job["error"]
     assert job["fine_tuned_model"].startswith(f"ft:{SMOLLM2.name}:personal:emails:")
     assert job["trained_tokens"] > 0
 

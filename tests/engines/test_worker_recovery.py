@@ -12,7 +12,7 @@ from sqlmodel import col, select
 
 from service.jobs.models import Job, JobEvent
 from service.models.registry import build_registry
-from tests.factories import chat_file, make_file, make_tenant
+from tests.factories import chat_file, get_job, job_method, make_file, make_job, make_tenant
 from tests.processes import REPO_ROOT, service_env
 
 
@@ -62,25 +62,14 @@ async def test_killed_worker_is_recovered_from_its_checkpoint(
 ):
     tenant = await make_tenant(database)
     file_id = await make_file(client, tenant, chat_file(12))
-    created = await client.post(
-        "/v1/fine_tuning/jobs",
-        headers=tenant.headers,
-        json={
-            "model": "tiny-chat",
-            "training_file": file_id,
-            "method": {
-                "type": "supervised",
-                "supervised": {
-                    "hyperparameters": {
-                        "n_epochs": 6,
-                        "batch_size": 1,
-                        "learning_rate_multiplier": 10,
-                    }
-                },
-            },
-        },
+    created = await make_job(
+        client,
+        tenant,
+        model="tiny-chat",
+        training_file=file_id,
+        method=job_method(n_epochs=6, batch_size=1, learning_rate_multiplier=10),
     )
-    job_id = created.json()["id"]
+    job_id = created["id"]
     log = (tmp_path / "workers.log").open("wb")
     first = start_worker(settings, database_url, tiny_model_dir, log)
     second = None
@@ -111,7 +100,7 @@ async def test_killed_worker_is_recovered_from_its_checkpoint(
         log.close()
 
     log_text = (tmp_path / "workers.log").read_text(errors="replace")
-    job = (await client.get(f"/v1/fine_tuning/jobs/{job_id}", headers=tenant.headers)).json()
+    job = await get_job(client, tenant, job_id)
     assert job["status"] == "succeeded", (job["error"], log_text[-3000:])
     rows = await events(database, job_id)
     assert [e.seq for e in rows] == list(range(1, len(rows) + 1))  # gap-free, in order

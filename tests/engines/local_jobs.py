@@ -1,0 +1,21 @@
+"""Helpers for local-engine tests: a job created through the API and trained by a real worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from service.engines.local.worker import LocalWorker
+from tests.factories import Tenant, get_job, make_job
+
+
+async def train_job(
+    client: httpx.AsyncClient, tenant: Tenant, worker: LocalWorker, **body: Any
+) -> dict[str, Any]:
+    """Create a job, let `worker` claim and train it, check that it succeeded and return it."""
+    created = await make_job(client, tenant, **body)
+    assert await worker.poll_once() is True
+    job = await get_job(client, tenant, created["id"])
+    assert job["status"] == "succeeded", job["error"]
+    return job

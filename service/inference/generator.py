@@ -107,24 +107,28 @@ class Generator:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         return kwargs
 
+    def _generate_ids(self, loaded: Loaded, ids: Any, params: Params, **extra: Any) -> Any:
+        """Run the model's `generate` on the prompt ids, holding its lock, seeded as asked."""
+        import torch
+
+        with loaded.lock, torch.no_grad():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            return loaded.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                **extra,
+                **self._kwargs(loaded, params),
+            )
+
     def generate(
         self, loaded: Loaded, messages: list[dict[str, str]], params: Params
     ) -> tuple[int, list[Generated]]:
         """Return the prompt's token count and `n` completions."""
-        import torch
-
         ids = self.prompt_ids(loaded, messages)
         # Greedy decoding gives one answer; n choices are n copies of it, as OpenAI's are.
         sequences = params.n if params.temperature > 0 else 1
-        with loaded.lock, torch.no_grad():
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            output = loaded.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                num_return_sequences=sequences,
-                **self._kwargs(loaded, params),
-            )
+        output = self._generate_ids(loaded, ids, params, num_return_sequences=sequences)
         if sequences < params.n:
             output = output.repeat(params.n, 1)
         prompt_len = ids.shape[1]
@@ -146,7 +150,6 @@ class Generator:
     ) -> tuple[int, Iterator[str], dict[str, Any]]:
         """Start generating in a thread; return the prompt size, a text iterator, and a dict
         that holds `finish_reason` and `completion_tokens` once the iterator is exhausted."""
-        import torch
         from transformers import TextIteratorStreamer
 
         ids = self.prompt_ids(loaded, messages)
@@ -156,15 +159,7 @@ class Generator:
         outcome: dict[str, Any] = {"finish_reason": "stop", "completion_tokens": 0}
 
         def run() -> None:
-            with loaded.lock, torch.no_grad():
-                if params.seed is not None:
-                    torch.manual_seed(params.seed)
-                out = loaded.model.generate(
-                    input_ids=ids,
-                    attention_mask=torch.ones_like(ids),
-                    streamer=streamer,
-                    **self._kwargs(loaded, params),
-                )
+            out = self._generate_ids(loaded, ids, params, streamer=streamer)
             new = [int(t) for t in out[0][ids.shape[1] :]]
             eos = loaded.tokenizer.eos_token_id
             outcome["completion_tokens"] = len(new) - (1 if eos in new else 0)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import anyio
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.errors import InvalidRequest, NotFound
+from service.errors import InvalidRequest
 from service.ids import new_id, now
 from service.inference.generator import Generator, Loaded, Params
 from service.inference.schemas import (
@@ -20,7 +20,7 @@ from service.inference.schemas import (
     Usage,
 )
 from service.models.registry import ModelRegistry
-from service.models.service import visible_derived
+from service.models.service import get_visible_derived
 
 
 @dataclass(frozen=True)
@@ -39,13 +39,7 @@ async def resolve_servable(
     base = registry.resolve(name)
     adapter = None
     if base is None:
-        derived = await visible_derived(session, project_id, name)
-        if derived is None:
-            raise NotFound(
-                f"The model '{name}' does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
+        derived = await get_visible_derived(session=session, project_id=project_id, name=name)
         base = registry.resolve(derived.base_model)
         adapter = derived.location
     if base is None or "path" not in base.extra:

@@ -51,6 +51,19 @@ class ReinforcementHyperparameters(SupervisedHyperparameters):
 # ---------------------------------------------------------------- graders (reference §3.9)
 
 Template = Annotated[str, Field(max_length=100_000)]
+SimilarityMetric = Literal[
+    "cosine",
+    "fuzzy_match",
+    "bleu",
+    "gleu",
+    "meteor",
+    "rouge_1",
+    "rouge_2",
+    "rouge_3",
+    "rouge_4",
+    "rouge_5",
+    "rouge_l",
+]
 
 
 class StringCheckGrader(_Strict):
@@ -70,19 +83,7 @@ class TextSimilarityGrader(_Strict):
     name: str = Field(max_length=256)
     input: Template
     reference: Template
-    evaluation_metric: Literal[
-        "cosine",
-        "fuzzy_match",
-        "bleu",
-        "gleu",
-        "meteor",
-        "rouge_1",
-        "rouge_2",
-        "rouge_3",
-        "rouge_4",
-        "rouge_5",
-        "rouge_l",
-    ]
+    evaluation_metric: SimilarityMetric
 
 
 class PythonGrader(_Strict):

@@ -97,6 +97,22 @@ async def visible_derived(session: AsyncSession, project_id: str, name: str) -> 
     return None
 
 
+async def get_visible_derived(*, session: AsyncSession, project_id: str, name: str) -> Derived:
+    """Return the derived model `name` if the project may use it, or raise NotFound."""
+    derived = await visible_derived(session, project_id, name)
+    if derived is None:
+        raise _model_not_found(name)
+    return derived
+
+
+def _model_not_found(name: str) -> NotFound:
+    return NotFound(
+        f"The model '{name}' does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
 async def resolve_trainable(
     *, session: AsyncSession, registry: ModelRegistry, project_id: str, name: str
 ) -> Trainable:
@@ -179,13 +195,7 @@ async def get_model(
     if base is not None:
         # An alias (gpt-4o-mini) answers as itself, as OpenAI's models API does.
         return _base_object(base).model_copy(update={"id": name})
-    derived = await visible_derived(session, project_id, name)
-    if derived is None:
-        raise NotFound(
-            f"The model '{name}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+    derived = await get_visible_derived(session=session, project_id=project_id, name=name)
     return _derived_object(derived, registry)
 
 
@@ -208,11 +218,7 @@ async def delete_model(
                 param="model",
                 code="model_not_deletable",
             )
-        raise NotFound(
-            f"The model '{name}' does not exist or you do not have access to it.",
-            param="model",
-            code="model_not_found",
-        )
+        raise _model_not_found(name)
     grants = await session.exec(
         select(CheckpointPermission).where(CheckpointPermission.model_name == name)
     )

@@ -21,23 +21,14 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from difflib import SequenceMatcher
-from typing import Any
+from typing import Any, get_args
 
 from service.errors import InvalidRequest
+from service.jobs.schemas import SimilarityMetric
 
-OFFLINE_METRICS = frozenset(
-    {
-        "fuzzy_match",
-        "bleu",
-        "gleu",
-        "rouge_1",
-        "rouge_2",
-        "rouge_3",
-        "rouge_4",
-        "rouge_5",
-        "rouge_l",
-    }
-)
+# Every metric of the wire schema but those that need what is not available offline.
+_NEEDS_RESOURCES = frozenset({"cosine", "meteor"})
+OFFLINE_METRICS = frozenset(get_args(SimilarityMetric)) - _NEEDS_RESOURCES
 _TEMPLATE = re.compile(r"\{\{\s*(sample|item)((?:\.[A-Za-z0-9_]+)*)\s*\}\}")
 
 # A scorer answers a score_model grader: (model name, messages) -> the model's reply text.

@@ -135,3 +135,13 @@ def test_graders_that_cannot_run_offline_are_refused(grader):
     with pytest.raises(InvalidRequest) as refused:
         check_supported(grader)
     assert refused.value.code == "unsupported_grader"
+
+
+def test_every_metric_offered_offline_is_computed():
+    """OFFLINE_METRICS follows the jobs schema: a metric added there must be implemented here
+    (or listed as needing resources), or jobs would be accepted and then fail in training."""
+    from service.engines.local.graders import OFFLINE_METRICS, similarity
+
+    text = "Bonjour Madame Durand, merci pour votre commande de douze chaises de bureau."
+    for metric in sorted(OFFLINE_METRICS):
+        assert similarity(metric, text, text) == pytest.approx(1.0), metric

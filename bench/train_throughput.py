@@ -60,7 +60,8 @@ from _common import (  # noqa: E402
     write_result,
 )
 
-EMAILS = Path("/work/shared/data/emails/history.jsonl")
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+EMAILS = SHARED / "data" / "emails" / "history.jsonl"
 SMOLLM2 = "smollm2-135m-instruct"
 SEED = 42
 HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 1.0}
@@ -323,6 +324,17 @@ def _child_bare(config: dict[str, Any]) -> dict[str, Any]:
 # --- service side --------------------------------------------------------------------------------
 
 
+# The trainer's message classes, by the names this benchmark's results use.
+KINDS = {
+    "Started": "started", "StepLogged": "metrics", "CheckpointSaved": "checkpoint",
+    "Stopped": "stopped", "Succeeded": "succeeded", "Failed": "failed",
+}
+
+
+def _kind(message: Any) -> str:
+    return KINDS[type(message).__name__]
+
+
 class _TimedOutbox:
     """The trainer's outbox, timestamping what the trainer puts into it."""
 
@@ -330,9 +342,9 @@ class _TimedOutbox:
         self._outbox = outbox
         self._log = log
 
-    def put(self, message: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        step = message.get("step", (message.get("metrics") or {}).get("step"))
-        self._log.append((time.time(), message["type"], step))
+    def put(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        step = getattr(message, "step", None)
+        self._log.append((time.time(), _kind(message), step))
         self._outbox.put(message, *args, **kwargs)
 
 
@@ -399,8 +411,9 @@ async def _service_run(config: dict[str, Any]) -> dict[str, Any]:
 
     from service.app import create_app
     from service.db import upgrade
+    from service.engines.base import Engines
     from service.engines.local import worker as worker_module
-    from service.models.registry import build_registry
+    from service.engines.local.engine import LocalEngine
     from service.projects import service as projects
     from service.settings import Settings
 
@@ -408,12 +421,11 @@ async def _service_run(config: dict[str, Any]) -> dict[str, Any]:
     settings = Settings(
         data_dir=work / "data", database_url=f"sqlite+aiosqlite:///{work / 'service.db'}",
         embedded_worker=False, models_dir=work / "no-models", _env_file=None,
+        local_models={config["model_name"]: Path(config["model_folder"])},
     )
     await upgrade(settings.database_url)
-    registry = build_registry(
-        settings.base_models_dir, {config["model_name"]: Path(config["model_folder"])}
-    )
-    app = create_app(settings, registry=registry)
+    local = LocalEngine(settings=settings)
+    app = create_app(settings, engines=Engines([local]))
     async with app.router.lifespan_context(app):
         database = app.state.database
         async with database.session() as session:
@@ -441,17 +453,15 @@ async def _service_run(config: dict[str, Any]) -> dict[str, Any]:
             job_id = created.json()["id"]
 
             worker_module.main = _traced_trainer_main  # type: ignore[attr-defined]
-            worker = worker_module.LocalWorker(
-                database=database, settings=settings, registry=registry
-            )
+            worker = worker_module.LocalWorker(database=database, settings=settings, engine=local)
             relay: dict[str, list[float]] = {}
             beats: list[float] = []
             handle, heartbeat = worker._handle, worker._heartbeat
 
-            async def timed_handle(run: Any, message: dict[str, Any]) -> None:
+            async def timed_handle(run: Any, message: Any) -> None:
                 t0 = time.perf_counter()
                 await handle(run, message)
-                relay.setdefault(message["type"], []).append(time.perf_counter() - t0)
+                relay.setdefault(_kind(message), []).append(time.perf_counter() - t0)
 
             async def timed_heartbeat(run: Any) -> None:
                 t0 = time.perf_counter()

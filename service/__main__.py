@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 
@@ -32,17 +33,21 @@ def _serve(settings: Settings, host: str, port: int) -> None:
 async def _work(settings: Settings) -> None:
     import anyio
 
-    from service.engines.local.worker import LocalWorker
-    from service.models.registry import build_registry
+    from service.engines import build_engines
 
     await upgrade(settings.database_url)
     database = Database(settings.database_url)
-    registry = build_registry(settings.base_models_dir, settings.local_models)
-    worker = LocalWorker(database=database, settings=settings, registry=registry)
-    logging.getLogger(__name__).info("local worker %s started", worker.worker_id)
+    engines = build_engines(settings)
+    stopping = anyio.Event()  # never set: the workers run until interrupted
     try:
-        await worker.run(anyio.Event())  # until interrupted
+        async with anyio.create_task_group() as workers:
+            for engine in engines:
+                logging.getLogger(__name__).info("%s engine worker started", engine.name)
+                workers.start_soon(
+                    functools.partial(engine.run, database=database, stopping=stopping)
+                )
     finally:
+        await engines.aclose()
         await database.dispose()
 
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to bind (default FT_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default FT_PORT or 8000)")
     commands.add_parser("migrate", help="apply database migrations up to head")
-    commands.add_parser("worker", help="run a local-engine worker against the same database")
+    commands.add_parser("worker", help="run the engines' workers against the same database")
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create an API key; prints it last")
@@ -84,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = Settings()
     _configure_logging(settings.log_level)
-    if args.command in ("serve", "worker") and settings.packaged_models:
-        # Before the registry is built: it discovers model folders when the app is created.
-        from service.engines.local.packaged import ensure_packaged_models
+    if args.command in ("serve", "worker"):
+        # Before the engines are built: they discover model folders when they are created.
+        from service.engines import prepare
 
-        ensure_packaged_models(settings.base_models_dir)
+        prepare(settings)
     if args.command == "serve":
         _serve(settings, args.host or settings.host, args.port or settings.port)
     elif args.command == "worker":

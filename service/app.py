@@ -21,7 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
-from service.engines.local.worker import LocalWorker
+from service.engines import build_engines
+from service.engines.base import Engines
 from service.errors import APIError, ErrorResponse, error_envelope
 from service.events.hub import Hub
 from service.events.listen import Listener
@@ -30,12 +31,10 @@ from service.events.tail import EventTail
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
-from service.inference.generator import Generator
 from service.inference.router import router as inference_router
 from service.janitor import run_periodically
 from service.jobs.lifecycle import EVENTS_TOPIC
 from service.jobs.router import router as jobs_router
-from service.models.registry import ModelRegistry, build_registry
 from service.models.router import router as models_router
 from service.poller import Poller
 from service.projects import service as projects
@@ -168,7 +167,7 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> FastAPI:
+def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI:
     """Build the application; the database must already be migrated (see `service migrate`)."""
 
     @asynccontextmanager
@@ -195,7 +194,10 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
             interval = settings.event_poll_seconds
             if database.is_postgresql:
                 interval = max(interval, POSTGRES_SAFETY_POLL_SECONDS)
-            poller = Poller([EventTail(database=database, hub=hub)], interval=interval)
+            steps = [EventTail(database=database, hub=hub)]
+            for engine in app.state.engines:
+                steps += engine.poll_steps(database=database)
+            poller = Poller(steps, interval=interval)
             app.state.poller = poller
             await poller.poll_once()  # finds the end of the log before any stream can start
             database.after_commit(EVENTS_TOPIC, poller.wake)
@@ -204,12 +206,12 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                 listener = Listener(settings.database_url, EVENTS_TOPIC, poller.wake)
                 background.append(asyncio.create_task(listener.run()))
             stopping = anyio.Event()
-            worker = None
+            workers = []
             if settings.embedded_worker:
-                local = LocalWorker(
-                    database=database, settings=settings, registry=app.state.registry
-                )
-                worker = asyncio.create_task(local.run(stopping))
+                workers = [
+                    asyncio.create_task(engine.run(database=database, stopping=stopping))
+                    for engine in app.state.engines
+                ]
             janitor = asyncio.create_task(
                 run_periodically(
                     database=database,
@@ -230,9 +232,10 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
                 for task in [janitor, *background]:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
-                if worker is not None:
+                for worker in workers:
                     await worker  # a running job is released by its trainer stopping
         finally:
+            await app.state.engines.aclose()
             await database.dispose()
 
     app = FastAPI(
@@ -244,9 +247,7 @@ def create_app(settings: Settings, *, registry: ModelRegistry | None = None) -> 
         generate_unique_id_function=lambda route: route.operation_id or route.name,
     )
     app.state.settings = settings
-    registry = registry or build_registry(settings.base_models_dir, settings.local_models)
-    app.state.registry = registry
-    app.state.generator = Generator()
+    app.state.engines = engines or build_engines(settings)
     _install_error_handlers(app)
     routers = (
         files_router,

@@ -1,4 +1,4 @@
-"""Typed FastAPI dependencies: settings, database session, registry and the caller."""
+"""Typed FastAPI dependencies: settings, database session, engines, registry and the caller."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.auth import Caller, authenticate
 from service.db import Database
+from service.engines.base import Engines
 from service.models.registry import ModelRegistry
 from service.settings import Settings
 
@@ -26,10 +27,15 @@ def get_database(request: Request) -> Database:
     return database
 
 
+def get_engines(request: Request) -> Engines:
+    """Return the app's engines."""
+    engines: Engines = request.app.state.engines
+    return engines
+
+
 def get_registry(request: Request) -> ModelRegistry:
-    """Return the app's registry of base models."""
-    registry: ModelRegistry = request.app.state.registry
-    return registry
+    """Return the registry of the base models the app's engines offer."""
+    return get_engines(request).registry
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -39,6 +45,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+EnginesDep = Annotated[Engines, Depends(get_engines)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 

@@ -17,8 +17,10 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.db import Database, upgrade
+from service.engines.base import Engines
 from service.models.registry import ModelRegistry
 from service.settings import Settings
+from tests.fake_engine import fake_engines
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "FT_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -95,13 +97,20 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def registry() -> ModelRegistry:
-    return ModelRegistry()
+def engines() -> Engines:
+    """The app's engines: the test engine (tests/fake_engine.py); tests that train override it."""
+    return fake_engines()
 
 
 @pytest.fixture
-async def app(settings: Settings, registry: ModelRegistry) -> AsyncIterator[FastAPI]:
-    application = create_app(settings, registry=registry)
+def registry(engines: Engines) -> ModelRegistry:
+    """The base models the engines offer (a test may add one, stamped with its engine)."""
+    return engines.registry
+
+
+@pytest.fixture
+async def app(settings: Settings, engines: Engines) -> AsyncIterator[FastAPI]:
+    application = create_app(settings, engines=engines)
     async with application.router.lifespan_context(application):
         yield application
 

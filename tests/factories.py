@@ -127,46 +127,6 @@ async def make_job(
     return job
 
 
-WORKER = "worker-test"
-
-
-async def run_to_success(
-    database: Database, *, engine: str = "upstream", steps: int = 3
-) -> tuple[str, list[str]]:
-    """Play an engine: claim the next job, log metrics, checkpoint each step, succeed.
-
-    Returns the fine-tuned model name and the checkpoint names.
-    """
-    from service.jobs import engine_calls
-
-    async with database.session() as session:
-        job = await engine_calls.claim_next_job(
-            session=session, engine=engine, worker_id=WORKER, lease_seconds=60
-        )
-        assert job is not None, "no queued job to run"
-        await engine_calls.start_job(
-            session=session, job_id=job.id, worker_id=WORKER,
-            hyperparameters={"n_epochs": steps, "batch_size": 1, "learning_rate_multiplier": 1.0},
-        )
-        names = []
-        for step in range(1, steps + 1):
-            metrics = {"step": step, "total_steps": steps, "train_loss": 1.0 / step}
-            await engine_calls.append_metrics(
-                session=session, job_id=job.id, worker_id=WORKER, metrics=metrics
-            )
-            checkpoint, _ = await engine_calls.add_checkpoint(
-                session=session, job_id=job.id, worker_id=WORKER, organization="personal",
-                step_number=step, metrics=metrics,
-            )
-            names.append(checkpoint.fine_tuned_model_checkpoint)
-        done = await engine_calls.succeed_job(
-            session=session, job_id=job.id, worker_id=WORKER, organization="personal",
-            trained_tokens=1234, result_files=[],
-        )
-        assert done.fine_tuned_model is not None
-        return done.fine_tuned_model, names
-
-
 def job_method(kind: str = "supervised", **hyperparameters: Any) -> dict[str, Any]:
     """The `method` field of a job request: its type and that type's hyperparameters."""
     return {"type": kind, kind: {"hyperparameters": hyperparameters}}

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The project's shared folder (reference texts, sample emails) sits beside the repository.
+SHARED_DIR = REPO_ROOT.parent / "shared"
 STARTUP_TIMEOUT = 20.0
 
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from service.deps import CallerDep, RegistryDep, SessionDep
+from service.deps import CallerDep, EnginesDep, SessionDep
 from service.inference import service
-from service.inference.generator import Generator
 from service.inference.schemas import ChatCompletion, ChatCompletionRequest
 
 router = APIRouter(prefix="/v1/chat", tags=["Chat"])
@@ -22,22 +21,21 @@ router = APIRouter(prefix="/v1/chat", tags=["Chat"])
 )
 async def create_chat_completion(
     body: ChatCompletionRequest,
-    request: Request,
     caller: CallerDep,
     session: SessionDep,
-    registry: RegistryDep,
+    engines: EnginesDep,
 ) -> ChatCompletion | StreamingResponse:
-    """Answer with a local base model, a fine-tuned model or a checkpoint (LoRA adapter on its
-    base, loaded on demand). `stream: true` sends OpenAI's `chat.completion.chunk` events."""
-    servable = await service.resolve_servable(
-        session=session, registry=registry, project_id=caller.project_id, name=body.model
+    """Answer with a base model, a fine-tuned model or a checkpoint: a local one (LoRA adapter
+    on its base, loaded on demand) or one an upstream provider serves (forwarded).
+    `stream: true` sends OpenAI's `chat.completion.chunk` events."""
+    engine, target = await service.resolve_target(
+        session=session, engines=engines, project_id=caller.project_id, name=body.model
     )
     await session.close()  # hold no database connection while generating
-    generator: Generator = request.app.state.generator
     if body.stream:
         return StreamingResponse(
-            service.complete_stream(generator=generator, servable=servable, body=body),
+            await service.open_stream(engine, target, body),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
-    return await service.complete(generator=generator, servable=servable, body=body)
+    return await engine.complete(target, body)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 
 from service.checkpoints.schemas import CheckpointList, CheckpointObject
-from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
+from service.deps import CallerDep, EnginesDep, SessionDep, SettingsDep
 from service.errors import InvalidRequest
 from service.events.router import (
     SSE_RESPONSES,
@@ -82,7 +82,7 @@ async def create_fine_tuning_job(
     caller: CallerDep,
     session: SessionDep,
     settings: SettingsDep,
-    registry: RegistryDep,
+    engines: EnginesDep,
 ) -> JobObject:
     """Create a job that fine-tunes a model on a training file. The files are validated first
     (400 naming the file and its first bad line); the engine is chosen by the model."""
@@ -90,7 +90,7 @@ async def create_fine_tuning_job(
         session=session,
         project_id=caller.project_id,
         body=body,
-        registry=registry,
+        engines=engines,
         settings=settings,
     )
     return JobObject.from_row(job)
@@ -139,9 +139,11 @@ async def retrieve_fine_tuning_job(job: JobDep) -> JobObject:
     summary="Cancel a fine-tuning job",
     response_model=JobObject,
 )
-async def cancel_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
+async def cancel_fine_tuning_job(
+    job: JobDep, session: SessionDep, engines: EnginesDep
+) -> JobObject:
     """Cancel a job at once; the engine stops within one training step."""
-    return JobObject.from_row(await service.cancel_job(session=session, job=job))
+    return JobObject.from_row(await service.cancel_job(session=session, engines=engines, job=job))
 
 
 @router.post(
@@ -150,9 +152,9 @@ async def cancel_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
     summary="Pause a fine-tuning job",
     response_model=JobObject,
 )
-async def pause_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
+async def pause_fine_tuning_job(job: JobDep, session: SessionDep, engines: EnginesDep) -> JobObject:
     """Pause a queued or running job; it keeps its progress for `resume`."""
-    return JobObject.from_row(await service.pause_job(session=session, job=job))
+    return JobObject.from_row(await service.pause_job(session=session, engines=engines, job=job))
 
 
 @router.post(
@@ -161,9 +163,11 @@ async def pause_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
     summary="Resume a paused fine-tuning job",
     response_model=JobObject,
 )
-async def resume_fine_tuning_job(job: JobDep, session: SessionDep) -> JobObject:
+async def resume_fine_tuning_job(
+    job: JobDep, session: SessionDep, engines: EnginesDep
+) -> JobObject:
     """Queue a paused job again; it continues from its last checkpoint."""
-    return JobObject.from_row(await service.resume_job(session=session, job=job))
+    return JobObject.from_row(await service.resume_job(session=session, engines=engines, job=job))
 
 
 @router.get(

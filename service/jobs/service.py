@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.checkpoints.models import Checkpoint
-from service.engines.local.graders import check_supported
+from service.engines.base import ClientAction, Engines
 from service.errors import InvalidRequest, NotFound
 from service.files.models import File
 from service.files.service import check_file, get_file
@@ -26,7 +26,7 @@ from service.jobs.schemas import (
     ReinforcementHyperparameters,
     SupervisedHyperparameters,
 )
-from service.models.registry import Method, ModelRegistry, ensure_supports
+from service.models.registry import Method, ensure_supports
 from service.models.service import Trainable, resolve_trainable
 from service.pagination import page
 from service.settings import Settings
@@ -129,18 +129,18 @@ async def create_job(
     session: AsyncSession,
     project_id: str,
     body: JobCreate,
-    registry: ModelRegistry,
+    engines: Engines,
     settings: Settings,
 ) -> Job:
     """Validate a job request and its files, then record the job as queued."""
     method = _normalised_method(body)
     kind = method["type"]
     trainable = await resolve_trainable(
-        session=session, registry=registry, project_id=project_id, name=body.model
+        session=session, registry=engines.registry, project_id=project_id, name=body.model
     )
     ensure_supports(trainable.base, kind, param="method.type")
-    if kind == "reinforcement" and trainable.base.engine == "local":
-        check_supported(method["reinforcement"]["grader"])
+    engine = engines.serving(trainable.base.engine, model=body.model)
+    engine.check_job(base=trainable.base, method=method)
     files = await _training_files(session, project_id, body, kind)
     await _validate_contents(session, files, trainable, kind, settings)
 
@@ -152,7 +152,7 @@ async def create_job(
         updated_at=created,
         model=trainable.name,
         base_model=trainable.base.id,
-        engine=trainable.base.engine,
+        engine=engine.name,
         organization_id=settings.organization_id,
         training_file=files.training.id,
         validation_file=files.validation.id if files.validation else None,
@@ -242,8 +242,11 @@ async def _reloaded(session: AsyncSession, job: Job) -> Job:
     return job
 
 
-async def _client_action(session: AsyncSession, job: Job, action: str) -> Job:
+async def _client_action(
+    session: AsyncSession, engines: Engines, job: Job, action: ClientAction
+) -> Job:
     rule = states.CLIENT_ACTIONS[action]
+    told_engine = False
     for _ in range(3):
         if rule.idempotent and job.status == rule.target:
             return job
@@ -253,6 +256,12 @@ async def _client_action(session: AsyncSession, job: Job, action: str) -> Job:
                 f"(only a {' or '.join(sorted(rule.sources))} job can).",
                 code=rule.refused_code,
             )
+        engine = engines.get(job.engine)
+        if engine is not None and not told_engine:
+            # Where the job runs hears of it first; no transaction is held meanwhile.
+            await session.commit()
+            await engine.control(job, action)
+            told_engine = True
         try:
             await transition(session, job, rule.target, message=rule.message)
         except ConcurrentUpdate:
@@ -265,19 +274,19 @@ async def _client_action(session: AsyncSession, job: Job, action: str) -> Job:
     raise ConcurrentUpdate(f"Fine-tuning job {job.id} keeps changing; retry.")
 
 
-async def cancel_job(*, session: AsyncSession, job: Job) -> Job:
+async def cancel_job(*, session: AsyncSession, engines: Engines, job: Job) -> Job:
     """Cancel a live job at once; cancelling a cancelled job answers it unchanged."""
-    return await _client_action(session, job, "cancel")
+    return await _client_action(session, engines, job, "cancel")
 
 
-async def pause_job(*, session: AsyncSession, job: Job) -> Job:
+async def pause_job(*, session: AsyncSession, engines: Engines, job: Job) -> Job:
     """Pause a queued or running job; the engine stops at its next step with a checkpoint."""
-    return await _client_action(session, job, "pause")
+    return await _client_action(session, engines, job, "pause")
 
 
-async def resume_job(*, session: AsyncSession, job: Job) -> Job:
+async def resume_job(*, session: AsyncSession, engines: Engines, job: Job) -> Job:
     """Put a paused job back in the queue; it continues from its last checkpoint."""
-    return await _client_action(session, job, "resume")
+    return await _client_action(session, engines, job, "resume")
 
 
 # ---------------------------------------------------------------- metrics history (extension)

@@ -1,21 +1,19 @@
 """Registry of base models: what each can be trained with, by which engine, and its limits.
 
-A job's engine follows from its model through this registry. OpenAI bases run on the upstream
-engine; local bases (open-weight models on the operator's machine) run on the local engine.
+A leaf: it only holds specs. Engines offer base models (`service.engines`), and the registry
+built from them answers which engine a model name belongs to; a job's engine follows from it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Literal
 
 from service.errors import InvalidRequest
 
 Method = Literal["supervised", "dpo", "reinforcement"]
-EngineName = Literal["local", "upstream"]
 
 ALL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo", "reinforcement"})
 
@@ -25,7 +23,6 @@ class BaseModelSpec:
     """A model that jobs can fine-tune."""
 
     id: str
-    engine: EngineName
     methods: frozenset[Method]
     max_tokens_per_example: int
     # Token counter spec: "tiktoken:<encoding>" or "hf:<tokenizer folder>" (see service.tokens).
@@ -36,7 +33,8 @@ class BaseModelSpec:
     shutdown_date: date | None = None
     # USD per million trained tokens for supervised and DPO training; None where training is free.
     training_price_per_million: float | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    # The name of the engine that offers it; an engine stamps its own name when it registers.
+    engine: str = ""
 
     def is_shut_down(self, today: date | None = None) -> bool:
         """Tell whether the provider has retired this base model."""
@@ -66,7 +64,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
     BaseModelSpec(
         id="gpt-4o-mini-2024-07-18",
         aliases=("gpt-4o-mini",),
-        engine="upstream",
         methods=frozenset({"supervised", "dpo"}),
         max_tokens_per_example=65_536,
         tokenizer="tiktoken:o200k_base",
@@ -78,7 +75,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
     BaseModelSpec(
         id="gpt-4o-2024-08-06",
         aliases=("gpt-4o",),
-        engine="upstream",
         methods=frozenset({"supervised", "dpo"}),
         max_tokens_per_example=65_536,
         tokenizer="tiktoken:o200k_base",
@@ -90,7 +86,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
     BaseModelSpec(
         id="gpt-4.1-2025-04-14",
         aliases=("gpt-4.1",),
-        engine="upstream",
         methods=frozenset({"supervised", "dpo"}),
         max_tokens_per_example=65_536,
         tokenizer="tiktoken:o200k_base",
@@ -102,7 +97,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
     BaseModelSpec(
         id="gpt-4.1-mini-2025-04-14",
         aliases=("gpt-4.1-mini",),
-        engine="upstream",
         methods=frozenset({"supervised", "dpo"}),
         max_tokens_per_example=65_536,
         tokenizer="tiktoken:o200k_base",
@@ -117,7 +111,7 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
 class ModelRegistry:
     """The base models this deployment offers, looked up by id or alias."""
 
-    def __init__(self, models: Iterable[BaseModelSpec] = OPENAI_BASE_MODELS) -> None:
+    def __init__(self, models: Iterable[BaseModelSpec] = ()) -> None:
         self._by_name: dict[str, BaseModelSpec] = {}
         self._models: dict[str, BaseModelSpec] = {}
         for model in models:
@@ -136,12 +130,3 @@ class ModelRegistry:
     def all(self) -> list[BaseModelSpec]:
         """Every registered base model, sorted by id."""
         return sorted(self._models.values(), key=lambda m: m.id)
-
-
-def build_registry(models_dir: Path, local_models: dict[str, Path]) -> ModelRegistry:
-    """The deployment's registry: OpenAI's bases and the local models on disk."""
-    from service.engines.local import tokenizer
-    from service.engines.local.models import discover
-
-    tokenizer.register()
-    return ModelRegistry([*OPENAI_BASE_MODELS, *discover(models_dir, local_models)])

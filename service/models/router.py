@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Path
 
-from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
+from service.deps import CallerDep, EnginesDep, RegistryDep, SessionDep
 from service.models import service
 from service.models.schemas import ModelDeleted, ModelList, ModelObject
 
@@ -55,15 +55,10 @@ async def delete_model(
     model: ModelName,
     caller: CallerDep,
     session: SessionDep,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    request: Request,
+    engines: EnginesDep,
 ) -> ModelDeleted:
     """Delete one of your fine-tuned models and its weights."""
-    row = await service.delete_model(
-        session=session, registry=registry, project_id=caller.project_id, name=model
+    name = await service.delete_model(
+        session=session, engines=engines, project_id=caller.project_id, name=model
     )
-    if row.location:
-        request.app.state.generator.forget(row.location)
-        await service.remove_weights(row.location, settings.jobs_dir)
-    return ModelDeleted(id=row.id)
+    return ModelDeleted(id=name)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
-from pathlib import Path
 
-import anyio
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import Select
 
 from service.checkpoints.models import Checkpoint, CheckpointPermission
+from service.engines.base import Engines, ModelTarget
 from service.errors import InvalidRequest, NotFound, PermissionDenied
 from service.jobs.models import Job
 from service.models.models import FineTunedModel
@@ -38,6 +37,8 @@ class Derived:
     project_id: str
     location: str | None
     is_checkpoint: bool
+    # The engine of the job that produced it, which answers for it.
+    engine: str
 
 
 async def _shared_with(session: AsyncSession, project_id: str, name: str) -> bool:
@@ -49,7 +50,7 @@ async def _shared_with(session: AsyncSession, project_id: str, name: str) -> boo
     return grant.first() is not None
 
 
-def _from_model(model: FineTunedModel) -> Derived:
+def _from_model(model: FineTunedModel, engine: str) -> Derived:
     return Derived(
         name=model.id,
         base_model=model.base_model,
@@ -58,24 +59,29 @@ def _from_model(model: FineTunedModel) -> Derived:
         project_id=model.project_id,
         location=model.location,
         is_checkpoint=False,
+        engine=engine,
     )
+
+
+def _models_with_engine() -> Select[FineTunedModel, str]:
+    return select(FineTunedModel, Job.engine).join(Job, col(Job.id) == col(FineTunedModel.job_id))
 
 
 async def find_derived(session: AsyncSession, name: str) -> Derived | None:
     """Return the fine-tuned model or checkpoint called `name`, whoever owns it."""
-    model = (await session.exec(select(FineTunedModel).where(FineTunedModel.id == name))).first()
+    model = (await session.exec(_models_with_engine().where(FineTunedModel.id == name))).first()
     if model is not None:
-        return _from_model(model)
+        return _from_model(*model)
     found = (
         await session.exec(
-            select(Checkpoint, Job.base_model, Job.organization_id)
+            select(Checkpoint, Job.base_model, Job.organization_id, Job.engine)
             .join(Job, col(Job.id) == col(Checkpoint.job_id))
             .where(Checkpoint.fine_tuned_model_checkpoint == name)
         )
     ).first()
     if found is None:
         return None
-    checkpoint, base_model, organization_id = found
+    checkpoint, base_model, organization_id, engine = found
     return Derived(
         name=name,
         base_model=base_model,
@@ -84,6 +90,7 @@ async def find_derived(session: AsyncSession, name: str) -> Derived | None:
         project_id=checkpoint.project_id,
         location=checkpoint.location,
         is_checkpoint=True,
+        engine=engine,
     )
 
 
@@ -170,11 +177,11 @@ async def list_models(
     """Return the serving base models, the project's fine-tuned models and those shared with it."""
     models = [_base_object(b) for b in registry.all() if not b.is_shut_down()]
     own = await session.exec(
-        select(FineTunedModel)
+        _models_with_engine()
         .where(FineTunedModel.project_id == project_id)
         .order_by(col(FineTunedModel.pk))
     )
-    models += [_derived_object(_from_model(row), registry) for row in own.all()]
+    models += [_derived_object(_from_model(*row), registry) for row in own.all()]
     grants = await session.exec(
         select(CheckpointPermission.model_name)
         .where(CheckpointPermission.project_id == project_id)
@@ -200,18 +207,14 @@ async def get_model(
 
 
 async def delete_model(
-    *, session: AsyncSession, registry: ModelRegistry, project_id: str, name: str
-) -> FineTunedModel:
-    """Delete one of the project's fine-tuned models and the grants on it."""
-    row = (
-        await session.exec(
-            select(FineTunedModel).where(
-                FineTunedModel.id == name, FineTunedModel.project_id == project_id
-            )
-        )
-    ).first()
-    if row is None:
-        if registry.resolve(name) is not None or await visible_derived(session, project_id, name):
+    *, session: AsyncSession, engines: Engines, project_id: str, name: str
+) -> str:
+    """Delete one of the project's fine-tuned models: its engine's part first, then the record
+    and the grants on it. Return its name."""
+    derived = await find_derived(session, name)
+    if derived is None or derived.is_checkpoint or derived.project_id != project_id:
+        visible = derived is not None and await visible_derived(session, project_id, name)
+        if engines.registry.resolve(name) is not None or visible:
             raise PermissionDenied(
                 f"You are not allowed to delete the model '{name}'; only your own fine-tuned "
                 "models can be deleted.",
@@ -219,19 +222,22 @@ async def delete_model(
                 code="model_not_deletable",
             )
         raise _model_not_found(name)
+    engine = engines.get(derived.engine)
+    if engine is not None:
+        # Before the record goes: an engine that cannot delete (its provider refuses) leaves
+        # the model as it was, and the client may try again.
+        await engine.delete_model(_target(derived))
+    row = (await session.exec(select(FineTunedModel).where(FineTunedModel.id == name))).first()
     grants = await session.exec(
         select(CheckpointPermission).where(CheckpointPermission.model_name == name)
     )
     for grant in grants.all():
         await session.delete(grant)
-    await session.delete(row)
+    if row is not None:
+        await session.delete(row)
     await session.commit()
-    return row
+    return name
 
 
-async def remove_weights(location: str, jobs_dir: Path) -> None:
-    """Delete a deleted model's adapter folder, if this deployment's local engine wrote it."""
-    folder = Path(location).resolve()
-    # Only ever under the jobs folder: a location is data from the database, not a path to trust.
-    if folder.is_relative_to(jobs_dir.resolve()) and folder.is_dir():
-        await anyio.to_thread.run_sync(shutil.rmtree, folder)
+def _target(derived: Derived) -> ModelTarget:
+    return ModelTarget(name=derived.name, base_model=derived.base_model, location=derived.location)

@@ -10,10 +10,9 @@ import httpx
 import pytest
 
 from service.db import Database
-from service.jobs import engine_calls
 from tests.factories import Tenant, chat_file, make_file, make_job, make_tenant
+from tests.fake_engine import FakeRun
 
-WORKER = "worker-test"
 MISSING = {
     "file": "file-" + "0" * 24,
     "job": "ftjob-" + "0" * 24,
@@ -38,39 +37,12 @@ def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
 
 
 async def finish_job(database: Database, job_id: str) -> tuple[str, str]:
-    """Run a queued job to success through the engine-side calls; return (model, checkpoint)."""
-    async with database.session() as session:
-        claimed = await engine_calls.claim_next_job(
-            session=session, engine="upstream", worker_id=WORKER, lease_seconds=60
-        )
-    assert claimed is not None and claimed.id == job_id
-    async with database.session() as session:
-        await engine_calls.start_job(
-            session=session,
-            job_id=job_id,
-            worker_id=WORKER,
-            hyperparameters={"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0},
-        )
-    async with database.session() as session:
-        checkpoint, _ = await engine_calls.add_checkpoint(
-            session=session,
-            job_id=job_id,
-            worker_id=WORKER,
-            organization="personal",
-            step_number=10,
-            metrics={"train_loss": 0.5},
-        )
-    async with database.session() as session:
-        job = await engine_calls.succeed_job(
-            session=session,
-            job_id=job_id,
-            worker_id=WORKER,
-            organization="personal",
-            trained_tokens=1234,
-            result_files=[],
-        )
-    assert job.fine_tuned_model is not None
-    return job.fine_tuned_model, checkpoint.fine_tuned_model_checkpoint
+    """Run a queued job to success through the test engine; return (model, checkpoint)."""
+    run = FakeRun(database, job_id)
+    await run.start({"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0})
+    run.step = 10
+    checkpoint = await run.checkpoint({"train_loss": 0.5})
+    return await run.succeed(), checkpoint
 
 
 @dataclass(frozen=True)

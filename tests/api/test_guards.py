@@ -13,12 +13,12 @@ from tests.factories import chat_file, make_file, make_job, make_tenant
 
 
 @pytest.fixture
-async def tight_client(settings, registry) -> AsyncIterator[httpx.AsyncClient]:
+async def tight_client(settings, engines) -> AsyncIterator[httpx.AsyncClient]:
     """The app with a 2 KiB cap on JSON bodies and a 0.3 s idle timeout on uploads."""
     tight = settings.model_copy(
         update={"max_json_bytes": 2048, "upload_idle_timeout_seconds": 0.3}
     )
-    app = create_app(tight, registry=registry)
+    app = create_app(tight, engines=engines)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -13,10 +13,10 @@ from sqlmodel import select, update
 from service.app import create_app
 from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.jobs import service as jobs_service
-from service.models.registry import ModelRegistry
 from service.projects.service import authenticate_key
 from service.settings import Settings
 from tests.factories import Tenant, chat_file, make_file, make_tenant, upload
+from tests.fake_engine import fake_engines
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -435,7 +435,7 @@ async def test_a_5xx_answer_is_not_kept(client, tenant, training_file, monkeypat
 async def small_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client on an app that accepts files of at most 2048 bytes."""
     small = create_app(
-        settings.model_copy(update={"max_upload_bytes": 2048}), registry=ModelRegistry()
+        settings.model_copy(update={"max_upload_bytes": 2048}), engines=fake_engines()
     )
     async with small.router.lifespan_context(small):
         transport = httpx.ASGITransport(app=small)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.factories import make_file, make_job, make_tenant, run_to_success
+from tests.factories import make_file, make_job, make_tenant
+from tests.fake_engine import run_to_success
 
 
 def url(name: str, permission_id: str | None = None) -> str:

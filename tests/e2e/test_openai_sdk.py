@@ -24,15 +24,16 @@ from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob
 
 from service.db import Database
-from service.jobs import engine_calls
 from tests.factories import Tenant, chat_file
+from tests.fake_engine import FakeRun
 from tests.processes import Server, serve, service_env
 
 BASE = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
 SHUTDOWN_DATE = "2027-01-14"
 ORGANIZATION = "personal"
-WORKER = "e2e-worker"
+# The engine of OpenAI's bases in a server started without providers.
+SERVED_ENGINE = "upstream"
 TRAINED_TOKENS = 1234
 HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0}
 
@@ -113,46 +114,17 @@ def step_metrics(step: int, total: int) -> dict[str, Any]:
 
 
 async def play_engine(database_url: str, job_id: str, *, steps: int, checkpoints: set[int]) -> None:
-    """Train `job_id` like the upstream engine would: claim, start, report steps, succeed."""
+    """Train `job_id` as an engine would: claim, start, report steps, succeed."""
     database = Database(database_url)
     try:
-        async with database.session() as session:
-            claimed = await engine_calls.claim_next_job(
-                session=session, engine="upstream", worker_id=WORKER, lease_seconds=300
-            )
-        assert claimed is not None and claimed.id == job_id
-        async with database.session() as session:
-            await engine_calls.start_job(
-                session=session, job_id=job_id, worker_id=WORKER, hyperparameters=HYPERPARAMETERS
-            )
+        run = FakeRun(database, job_id, engine=SERVED_ENGINE)
+        await run.start(HYPERPARAMETERS)
         for step in range(1, steps + 1):
             metrics = step_metrics(step, steps)
-            async with database.session() as session:
-                await engine_calls.append_metrics(
-                    session=session,
-                    job_id=job_id,
-                    worker_id=WORKER,
-                    metrics={**metrics, "total_steps": steps},
-                )
+            await run.log(**metrics, total_steps=steps)
             if step in checkpoints:
-                async with database.session() as session:
-                    await engine_calls.add_checkpoint(
-                        session=session,
-                        job_id=job_id,
-                        worker_id=WORKER,
-                        organization=ORGANIZATION,
-                        step_number=step,
-                        metrics=metrics,
-                    )
-        async with database.session() as session:
-            await engine_calls.succeed_job(
-                session=session,
-                job_id=job_id,
-                worker_id=WORKER,
-                organization=ORGANIZATION,
-                trained_tokens=TRAINED_TOKENS,
-                result_files=[],
-            )
+                await run.checkpoint(metrics)
+        await run.succeed(trained_tokens=TRAINED_TOKENS)
     finally:
         await database.dispose()
 

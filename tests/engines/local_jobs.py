@@ -1,13 +1,23 @@
-"""Helpers for local-engine tests: a job created through the API and trained by a real worker."""
+"""Helpers for local-engine tests: the engine on a models folder, and a job created through the
+API and trained by a real worker."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from service.engines.local.engine import LocalEngine
+from service.engines.local.models import discover
 from service.engines.local.worker import LocalWorker
+from service.settings import Settings
 from tests.factories import Tenant, get_job, make_job
+
+
+def local_engine(settings: Settings, models_dir: Path) -> LocalEngine:
+    """The local engine with the base models found in `models_dir`."""
+    return LocalEngine(settings=settings, models=discover(models_dir, {}))
 
 
 async def train_job(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 from service.engines.local.models import discover
-from service.models.registry import build_registry
 from service.tokens import counter_for
+from tests.engines.local_jobs import local_engine
 
 
 def test_discovery_finds_model_folders_and_skips_others(tiny_model_dir, tmp_path):
@@ -14,16 +14,16 @@ def test_discovery_finds_model_folders_and_skips_others(tiny_model_dir, tmp_path
     shutil.copytree(tiny_model_dir, models_dir / "tiny-a")
     (models_dir / "empty").mkdir()
     found = discover(models_dir, {"tiny-b": tiny_model_dir})
-    assert sorted(m.id for m in found) == ["tiny-a", "tiny-b"]
-    spec = next(m for m in found if m.id == "tiny-a")
-    assert spec.engine == "local" and spec.max_tokens_per_example == 512
-    assert spec.tokenizer == f"hf:{(models_dir / 'tiny-a').resolve()}"
+    assert sorted(m.spec.id for m in found) == ["tiny-a", "tiny-b"]
+    model = next(m for m in found if m.spec.id == "tiny-a")
+    assert model.folder == (models_dir / "tiny-a").resolve()
+    assert model.spec.max_tokens_per_example == 512
+    assert model.spec.tokenizer == f"hf:{(models_dir / 'tiny-a').resolve()}"
 
 
-def test_local_tokenizer_counts_the_chat_template(tiny_model_dir):
-    registry = build_registry(tiny_model_dir.parent, {})
-    spec = registry.resolve("tiny-chat")
-    assert spec is not None
+def test_local_tokenizer_counts_the_chat_template(settings, tiny_model_dir):
+    engine = local_engine(settings, tiny_model_dir.parent)
+    spec = next(s for s in engine.base_models() if s.id == "tiny-chat")
     counter = counter_for(spec.tokenizer)
     messages = [{"role": "user", "content": "Bonjour"}, {"role": "assistant", "content": "Merci"}]
     from transformers import AutoTokenizer

@@ -9,9 +9,9 @@ import io
 import httpx
 import pytest
 
+from service.engines.local.models import discover
 from service.engines.local.worker import LocalWorker
-from service.models.registry import build_registry
-from tests.engines.local_jobs import train_job
+from tests.engines.local_jobs import local_engine, train_job
 from tests.factories import (
     Tenant,
     chat_file,
@@ -23,18 +23,24 @@ from tests.factories import (
     preference_file,
     reinforcement_file,
 )
+from tests.fake_engine import fake_engines
 
 JOBS = "/v1/fine_tuning/jobs"
 
 
 @pytest.fixture
-def registry(tiny_model_dir):
-    return build_registry(tiny_model_dir.parent, {})
+def local(settings, tiny_model_dir):
+    return local_engine(settings, tiny_model_dir.parent)
 
 
 @pytest.fixture
-def worker(database, settings, registry):
-    return LocalWorker(database=database, settings=settings, registry=registry)
+def engines(local):
+    return fake_engines(local)
+
+
+@pytest.fixture
+def worker(database, local):
+    return local.worker(database)
 
 
 def _reinforcement(grader: dict, **hyperparameters: object) -> dict:
@@ -213,9 +219,10 @@ async def test_other_projects_cannot_use_a_fine_tuned_model(client, database, wo
     stranger = await make_tenant(database, "stranger")
     response = await _chat(client, stranger, job["fine_tuned_model"])
     assert response.status_code == 404
-    openai_base = await _chat(client, owner, "gpt-4o-mini")
-    assert openai_base.status_code == 400
-    assert openai_base.json()["error"]["code"] == "model_not_served"
+    # Another engine's base model is answered by that engine, never by the local one.
+    other = await _chat(client, owner, "gpt-4o-mini", "Bonjour")
+    assert other.status_code == 200, other.text
+    assert other.json()["choices"][0]["message"]["content"] == "echo: Bonjour"
 
 
 async def _wait_for_step(database, job_id: str, step: int, timeout: float = 60) -> None:
@@ -250,9 +257,9 @@ def quick_settings(settings):
 
 
 @pytest.fixture
-def quick_worker(database, quick_settings, registry):
+def quick_worker(database, quick_settings, local):
     """A worker that heartbeats every 0.1 s, so it sees a pause or a cancel at once."""
-    return LocalWorker(database=database, settings=quick_settings, registry=registry)
+    return LocalWorker(database=database, settings=quick_settings, engine=local)
 
 
 async def _train_in_background(
@@ -393,7 +400,7 @@ async def test_python_graders_are_refused_for_local_models(client, database):
     assert response.json()["error"]["code"] == "unsupported_grader"
 
 
-async def test_two_workers_never_train_the_same_job(client, database, settings, registry):
+async def test_two_workers_never_train_the_same_job(client, database, local):
     tenant = await make_tenant(database)
     file_id = await make_file(client, tenant, chat_file(12))
     method = job_method(n_epochs=1, batch_size=4)
@@ -403,9 +410,7 @@ async def test_two_workers_never_train_the_same_job(client, database, settings, 
             client, tenant, model="tiny-chat", training_file=file_id, method=method
         )
         job_ids.append(job["id"])
-    workers = [
-        LocalWorker(database=database, settings=settings, registry=registry) for _ in range(2)
-    ]
+    workers = [local.worker(database) for _ in range(2)]
 
     async def drain(worker: LocalWorker) -> int:
         done = 0
@@ -448,24 +453,33 @@ async def test_a_checkpoint_can_be_trained_further(client, database, worker):
     assert job["fine_tuned_model"].startswith("ft:tiny-chat:personal::")
 
 
-async def test_a_training_error_fails_the_job_with_a_clear_error(
-    client, database, worker, registry, tiny_model_dir, tmp_path
-):
-    import shutil
+class TestBrokenWeights:
+    """A base model whose weights break after the job was created."""
 
-    from service.models.registry import build_registry as build
+    @pytest.fixture
+    def doomed(self, tiny_model_dir, tmp_path):
+        import shutil
 
-    broken_dir = tmp_path / "models"
-    shutil.copytree(tiny_model_dir, broken_dir / "doomed")
-    doomed = build(broken_dir, {})
-    tenant = await make_tenant(database)
-    file_id = await make_file(client, tenant, chat_file(12))
-    registry.add(doomed.resolve("doomed"))
-    created = await make_job(client, tenant, model="doomed", training_file=file_id)
-    (broken_dir / "doomed" / "model.safetensors").write_bytes(b"not weights")
-    assert await worker.poll_once() is True
-    job = await get_job(client, tenant, created["id"])
-    assert job["status"] == "failed"
-    assert job["error"]["code"] == "training_error"
-    assert job["error"]["message"].startswith("Training failed:")
-    assert job["finished_at"] is not None
+        folder = tmp_path / "models" / "doomed"
+        shutil.copytree(tiny_model_dir, folder)
+        return folder
+
+    @pytest.fixture
+    def local(self, settings, tiny_model_dir, doomed):
+        from service.engines.local.engine import LocalEngine
+
+        return LocalEngine(settings=settings, models=discover(doomed.parent, {}))
+
+    async def test_a_training_error_fails_the_job_with_a_clear_error(
+        self, client, database, worker, doomed
+    ):
+        tenant = await make_tenant(database)
+        file_id = await make_file(client, tenant, chat_file(12))
+        created = await make_job(client, tenant, model="doomed", training_file=file_id)
+        (doomed / "model.safetensors").write_bytes(b"not weights")
+        assert await worker.poll_once() is True
+        job = await get_job(client, tenant, created["id"])
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "training_error"
+        assert job["error"]["message"].startswith("Training failed:")
+        assert job["finished_at"] is not None

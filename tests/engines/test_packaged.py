@@ -11,12 +11,12 @@ import sys
 import pytest
 
 from service.engines.local import packaged
+from service.engines.local.models import discover
 from service.engines.local.packaged import (
     GEMMA_CHAT_TEMPLATE,
     PackagedModel,
     ensure_packaged_models,
 )
-from service.models.registry import build_registry
 
 MISSING = PackagedModel(
     name="missing-model",
@@ -60,7 +60,7 @@ def test_a_failed_conversion_leaves_nothing_discovery_could_pick_up(
         assert ensure_packaged_models(models_dir) == []
     assert "could not convert packaged model broken-model" in caplog.text
     assert [p.name for p in models_dir.iterdir() if p.is_dir()] == []
-    assert [m.id for m in build_registry(models_dir, {}).all() if m.engine == "local"] == []
+    assert discover(models_dir, {}) == []
 
 
 def test_gemma_template_merges_the_system_message_into_the_first_user_turn(tiny_model_dir):

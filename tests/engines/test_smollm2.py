@@ -7,20 +7,19 @@ SQLite only: the database is not what this test is about, and one run is long en
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 from service.engines.local.packaged import PACKAGED_MODELS, ensure_packaged_models
-from service.engines.local.worker import LocalWorker
-from service.models.registry import build_registry
-from tests.engines.local_jobs import train_job
+from tests.engines.local_jobs import local_engine, train_job
 from tests.factories import job_method, jsonl, make_file, make_tenant
+from tests.fake_engine import fake_engines
+from tests.processes import SHARED_DIR
 
 SMOLLM2 = next(m for m in PACKAGED_MODELS if m.name == "smollm2-135m-instruct")
-EMAILS = Path(os.environ.get("EMAILS_HISTORY", "/work/shared/data/emails/history.jsonl"))
+EMAILS = SHARED_DIR / "data" / "emails" / "history.jsonl"
 
 SYSTEM_PROMPTS = {
     "sales": "You write emails for the sales team of Atelier Brisevent, a furniture maker.",
@@ -76,8 +75,13 @@ def database_url(tmp_path: Path, sqlite_template: Path) -> str:
 
 
 @pytest.fixture
-def registry(packaged_models_dir: Path):
-    return build_registry(packaged_models_dir, {})
+def local(settings, packaged_models_dir: Path):
+    return local_engine(settings, packaged_models_dir)
+
+
+@pytest.fixture
+def engines(local):
+    return fake_engines(local)
 
 
 def test_conversion_is_complete_and_done_once(packaged_models_dir: Path):
@@ -90,13 +94,13 @@ def test_conversion_is_complete_and_done_once(packaged_models_dir: Path):
     assert (folder / "model.safetensors").stat().st_mtime == written
 
 
-async def test_fine_tune_smollm2_on_emails_then_chat(client, database, settings, registry):
+async def test_fine_tune_smollm2_on_emails_then_chat(client, database, registry, local):
     assert registry.resolve(SMOLLM2.name) is not None
     tenant = await make_tenant(database)
     job = await train_job(
         client,
         tenant,
-        LocalWorker(database=database, settings=settings, registry=registry),
+        local.worker(database),
         model=SMOLLM2.name,
         training_file=await make_file(client, tenant, jsonl(email_examples(10))),
         suffix="emails",

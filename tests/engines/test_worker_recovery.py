@@ -11,14 +11,15 @@ import pytest
 from sqlmodel import col, select
 
 from service.jobs.models import Job, JobEvent
-from service.models.registry import build_registry
+from tests.engines.local_jobs import local_engine
 from tests.factories import chat_file, get_job, job_method, make_file, make_job, make_tenant
+from tests.fake_engine import fake_engines
 from tests.processes import REPO_ROOT, service_env
 
 
 @pytest.fixture
-def registry(tiny_model_dir):
-    return build_registry(tiny_model_dir.parent, {})
+def engines(settings, tiny_model_dir):
+    return fake_engines(local_engine(settings, tiny_model_dir.parent))
 
 
 def start_worker(settings, database_url, tiny_model_dir, log) -> subprocess.Popen[bytes]:

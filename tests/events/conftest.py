@@ -13,7 +13,6 @@ from sqlmodel import col, select
 from websockets.asyncio.client import ClientConnection, connect
 
 from service.db import Database
-from service.jobs import engine_calls
 from service.jobs.models import JobEvent
 from service.server import ServiceServer, server_config
 from tests.processes import free_port
@@ -72,47 +71,6 @@ async def receive_until_closed(
             messages.append(await receive(connection, timeout))
     except ConnectionClosed:
         return messages
-
-
-class Engine:
-    """Plays a worker on one job through the engine-side calls: start, metrics, finish."""
-
-    WORKER = "worker-events"
-
-    def __init__(self, database: Database, job_id: str) -> None:
-        self.database = database
-        self.job_id = job_id
-        self.step = 0
-
-    async def start(self) -> None:
-        """Claim the (upstream, queued) job and mark it running."""
-        async with self.database.session() as session:
-            claimed = await engine_calls.claim_next_job(
-                session=session, engine="upstream", worker_id=self.WORKER, lease_seconds=600
-            )
-            assert claimed is not None and claimed.id == self.job_id
-            await engine_calls.start_job(
-                session=session, job_id=self.job_id, worker_id=self.WORKER, hyperparameters={}
-            )
-
-    async def metrics(self, count: int = 1) -> None:
-        """Log `count` more training steps, one commit each."""
-        async with self.database.session() as session:
-            for _ in range(count):
-                self.step += 1
-                await engine_calls.append_metrics(
-                    session=session,
-                    job_id=self.job_id,
-                    worker_id=self.WORKER,
-                    metrics={"step": self.step, "train_loss": 1.0 / self.step},
-                )
-
-    async def fail(self) -> None:
-        """End the job as failed (its final event)."""
-        async with self.database.session() as session:
-            await engine_calls.fail_job(
-                session=session, job_id=self.job_id, worker_id=self.WORKER, code="x", message="no"
-            )
 
 
 async def stored_event_ids(database: Database, job_id: str | None = None) -> list[str]:

@@ -10,10 +10,10 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from service.jobs import engine_calls
 from service.settings import Settings
-from tests.events.conftest import Engine, receive, stored_event_ids, ws, ws_url
+from tests.events.conftest import receive, stored_event_ids, ws, ws_url
 from tests.factories import make_job, make_tenant
+from tests.fake_engine import FakeRun
 
 QUEUE = 8
 EVENTS = 150
@@ -29,7 +29,7 @@ def settings(settings: Settings) -> Settings:
 async def test_a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving(client, database, live):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     await engine.start()
     path = f"/v1/fine_tuning/jobs/{job['id']}/events/stream"
     before = len(await stored_event_ids(database, job["id"]))
@@ -50,15 +50,7 @@ async def test_a_slow_consumer_is_cut_off_while_a_fast_one_keeps_receiving(clien
                 fast_ids.append(message["event"]["id"])
 
         async def write() -> None:
-            async with database.session() as session:
-                for step in range(1, EVENTS + 1):
-                    await engine_calls.append_metrics(
-                        session=session,
-                        job_id=job["id"],
-                        worker_id=Engine.WORKER,
-                        metrics={"step": step, "train_loss": 1.0, "note": PADDING},
-                    )
-                    await asyncio.sleep(0)
+            await engine.metrics(EVENTS, note=PADDING)
 
         writer = asyncio.create_task(write())
         while len(fast_ids) < before + EVENTS:

@@ -15,8 +15,8 @@ from service.jobs import lifecycle
 from service.jobs import service as jobs
 from service.jobs.lifecycle import EVENTS_TOPIC
 from service.jobs.models import Job, JobEvent
-from tests.events.conftest import Engine
 from tests.factories import make_job, make_tenant
+from tests.fake_engine import FakeRun
 
 pytestmark = [
     pytest.mark.postgres,
@@ -24,10 +24,12 @@ pytestmark = [
 ]
 
 
-async def test_a_cancel_racing_a_workers_event_waits_instead_of_deadlocking(client, database):
+async def test_a_cancel_racing_a_workers_event_waits_instead_of_deadlocking(
+    client, database, engines
+):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    await Engine(database, job["id"]).start()
+    await FakeRun(database, job["id"]).start()
     locked = asyncio.Event()
 
     async def worker_report() -> None:
@@ -49,7 +51,7 @@ async def test_a_cancel_racing_a_workers_event_waits_instead_of_deadlocking(clie
             row = await jobs.get_job(
                 session=session, project_id=tenant.project_id, job_id=job["id"]
             )
-            return await jobs.cancel_job(session=session, job=row)
+            return await jobs.cancel_job(session=session, engines=engines, job=row)
 
     _, cancelled = await asyncio.wait_for(asyncio.gather(worker_report(), client_cancel()), 10)
     assert cancelled.status == "cancelled"

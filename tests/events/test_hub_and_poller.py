@@ -24,15 +24,14 @@ from service.db import Database
 from service.events.hub import Hub, Published, Subscription, job_topic, project_topic
 from service.events.listen import Listener
 from service.events.tail import EventTail
-from service.jobs import engine_calls
 from service.jobs.lifecycle import EVENTS_TOPIC, append_event
 from service.jobs.models import Job, JobEvent
 from service.poller import Poller
 from service.settings import Settings
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.factories import make_job, make_tenant
+from tests.fake_engine import FakeRun
 
-WORKER = "worker-test"
 # Far longer than any wake-up may take: a message that arrives sooner was woken, not polled.
 SLOW_INTERVAL = 5.0
 WAKE_DEADLINE = 0.5
@@ -270,24 +269,11 @@ async def last_position(database: Database) -> int:
 
 
 async def claim_and_start(database: Database, job_id: str) -> None:
-    async with database.session() as session:
-        claimed = await engine_calls.claim_next_job(
-            session=session, engine="upstream", worker_id=WORKER, lease_seconds=60
-        )
-        assert claimed is not None and claimed.id == job_id
-        await engine_calls.start_job(
-            session=session, job_id=job_id, worker_id=WORKER, hyperparameters={}
-        )
+    await FakeRun(database, job_id).start()
 
 
 async def log_step(database: Database, job_id: str, step: int) -> JobEvent:
-    async with database.session() as session:
-        return await engine_calls.append_metrics(
-            session=session,
-            job_id=job_id,
-            worker_id=WORKER,
-            metrics={"step": step, "total_steps": 10, "train_loss": 1.0 / step},
-        )
+    return await FakeRun(database, job_id).log(step, total_steps=10)
 
 
 def decoded(published: Published) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
-from tests.events.conftest import Engine, receive, stored_event_ids, ws
+from tests.events.conftest import receive, stored_event_ids, ws
 from tests.factories import make_job, make_tenant
+from tests.fake_engine import FakeRun
 
 # Per connection: how many events to read before dropping, and whether to drop abruptly
 # (TCP abort, no closing handshake) or close cleanly.
@@ -31,7 +32,7 @@ async def test_reconnecting_client_receives_every_event_exactly_once(
 ):
     tenant = await make_tenant(database, f"p-{uuid.uuid4().hex[:8]}")
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     await engine.start()
     path = f"/v1/fine_tuning/jobs/{job['id']}/events/stream"
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import httpx
 
-from tests.events.conftest import Engine, stored_event_ids
+from tests.events.conftest import stored_event_ids
 from tests.factories import make_job, make_tenant
+from tests.fake_engine import FakeRun
 
 
 async def sse_messages(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
@@ -44,7 +45,7 @@ async def test_sse_stream_resumes_from_last_event_id_without_gap_or_duplicate(
 ):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     await engine.start()
     await engine.metrics(2)
     url = f"http://{live}/v1/fine_tuning/jobs/{job['id']}/events"
@@ -95,7 +96,7 @@ async def test_last_event_id_wins_over_the_after_parameter(client, database, liv
 async def test_project_sse_stream_sends_live_events_with_ids(client, database, live):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     url = f"http://{live}/v1/fine_tuning/events"
     async with (
         httpx.AsyncClient(headers=tenant.headers, timeout=10) as http,
@@ -163,7 +164,7 @@ async def test_a_project_stream_names_its_start_so_an_early_reconnect_misses_not
                     break
         # Before any message: the newest event's id, which EventSource keeps as its cursor.
         assert lines[:4] == [f"retry: {2000}", "", f"id: {newest}", ""]
-        await Engine(database, job["id"]).start()  # written while the client is away
+        await FakeRun(database, job["id"]).start()  # written while the client is away
         async with http.stream(
             "GET", url, params={"stream": "true"}, headers={"Last-Event-ID": newest}
         ) as response:

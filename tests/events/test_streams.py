@@ -11,7 +11,6 @@ from websockets.exceptions import ConnectionClosed
 from service.db import Database
 from service.settings import Settings
 from tests.events.conftest import (
-    Engine,
     event_ids,
     receive,
     receive_until_closed,
@@ -19,6 +18,7 @@ from tests.events.conftest import (
     ws,
 )
 from tests.factories import make_job, make_tenant
+from tests.fake_engine import FakeRun
 
 
 def job_path(job_id: str) -> str:
@@ -31,7 +31,7 @@ PROJECT_PATH = "/v1/fine_tuning/events/stream"
 async def test_job_stream_sends_snapshot_replay_live_then_closes_1000(client, database, live):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     async with ws(live, job_path(job["id"]), tenant.key) as conn:
         snapshot = await receive(conn)
         assert snapshot["type"] == "job"
@@ -61,7 +61,7 @@ async def test_job_stream_sends_snapshot_replay_live_then_closes_1000(client, da
 async def test_resume_after_an_event_id_sends_exactly_the_rest(client, database, live):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     await engine.start()
     await engine.metrics(5)
     stored = await stored_event_ids(database, job["id"])
@@ -79,7 +79,7 @@ async def test_resume_after_an_event_id_sends_exactly_the_rest(client, database,
 async def test_a_finished_job_replays_and_closes_at_once(client, database, live):
     tenant = await make_tenant(database)
     job = await make_job(client, tenant)
-    engine = Engine(database, job["id"])
+    engine = FakeRun(database, job["id"])
     await engine.start()
     await engine.fail()
     stored = await stored_event_ids(database, job["id"])
@@ -245,7 +245,7 @@ async def test_events_committed_by_another_process_reach_the_stream(
     job = await make_job(client, tenant)
     elsewhere = Database(database_url)  # what another process would hold
     try:
-        engine = Engine(elsewhere, job["id"])
+        engine = FakeRun(elsewhere, job["id"])
         await engine.start()
         async with ws(live, job_path(job["id"]), tenant.key) as conn:
             for _ in range(1 + len(await stored_event_ids(database, job["id"]))):

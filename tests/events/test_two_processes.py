@@ -21,8 +21,8 @@ from websockets.exceptions import ConnectionClosed
 
 from service.db import Database
 from service.events.messages import CLOSE_JOB_FINISHED
-from service.jobs import engine_calls
 from tests.factories import Tenant, make_job
+from tests.fake_engine import FakeRun
 from tests.processes import Server, serve, service_env
 
 pytestmark = [
@@ -31,7 +31,8 @@ pytestmark = [
 ]
 
 ADMIN_KEY = "sk-ft-two-processes-admin-0000000000000000"
-WORKER = "worker-elsewhere"
+# The engine of OpenAI's bases in a server started without providers.
+SERVED_ENGINE = "upstream"
 DEADLINE = 0.2  # seconds from a commit to its event on the other server's stream
 STEPS = 5
 
@@ -188,36 +189,19 @@ async def test_events_reach_the_other_servers_streams_at_once(database_url: str,
             worker = Database(database_url)
             try:
                 # Warm-up: the first event on fresh connections is not measured.
-                async with worker.session() as session:
-                    claimed = await engine_calls.claim_next_job(
-                        session=session, engine="upstream", worker_id=WORKER, lease_seconds=60
-                    )
-                    assert claimed is not None and claimed.id == job_id
-                    await engine_calls.start_job(
-                        session=session, job_id=job_id, worker_id=WORKER, hyperparameters={}
-                    )
+                run = FakeRun(worker, job_id, engine=SERVED_ENGINE, worker="worker-elsewhere")
+                await run.start()
                 await job_stream.event(await last_event_id())
 
-                for step in range(1, STEPS + 1):
-                    async with worker.session() as session:
-                        event = await engine_calls.append_metrics(
-                            session=session,
-                            job_id=job_id,
-                            worker_id=WORKER,
-                            metrics={"step": step, "total_steps": 10, "train_loss": 1 / step},
-                        )
-                    await measure(f"step {step}", event.id)
+                for _ in range(STEPS):
+                    event_id = await run.metrics(total_steps=10)
+                    await measure(f"step {run.step}", event_id)
 
                 await client_action("pause", "paused")
 
-                async with worker.session() as session:  # the step under way when paused
-                    event = await engine_calls.append_metrics(
-                        session=session,
-                        job_id=job_id,
-                        worker_id=WORKER,
-                        metrics={"step": STEPS + 1, "total_steps": 10, "train_loss": 0.1},
-                    )
-                await measure("step after pause", event.id)
+                # The step under way when paused.
+                event_id = await run.metrics(total_steps=10, train_loss=0.1)
+                await measure("step after pause", event_id)
 
                 cancel_event = await client_action("cancel", "cancelled")
             finally:

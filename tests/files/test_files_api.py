@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.models.registry import ALL_METHODS, BaseModelSpec, ModelRegistry
+from service.models.registry import ALL_METHODS, BaseModelSpec
 from service.settings import Settings
 from tests.factories import (
     Tenant,
@@ -26,6 +26,7 @@ from tests.factories import (
     reinforcement_example,
     upload,
 )
+from tests.fake_engine import FAKE, fake_engines
 
 SMALL_LIMIT = 2048
 
@@ -581,7 +582,7 @@ async def test_not_multipart_is_refused(client, tenant, settings):
 async def small_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """A client on an app that accepts files of at most SMALL_LIMIT bytes."""
     small: FastAPI = create_app(
-        settings.model_copy(update={"max_upload_bytes": SMALL_LIMIT}), registry=ModelRegistry()
+        settings.model_copy(update={"max_upload_bytes": SMALL_LIMIT}), engines=fake_engines()
     )
     async with small.router.lifespan_context(small):
         transport = httpx.ASGITransport(app=small)
@@ -694,7 +695,7 @@ METHOD_FORMAT = {"supervised": "chat", "dpo": "preference", "reinforcement": "re
 # A base model that accepts every method, so that only the file can be wrong.
 ANY_METHOD_MODEL = BaseModelSpec(
     id="any-method-test-model",
-    engine="upstream",
+    engine=FAKE,
     methods=ALL_METHODS,
     max_tokens_per_example=65_536,
     tokenizer="tiktoken:o200k_base",

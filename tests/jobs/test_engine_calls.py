@@ -14,11 +14,12 @@ from service.jobs import engine_calls, lifecycle
 from service.jobs.models import Job, JobEvent
 from service.models.models import FineTunedModel
 from tests.factories import make_file, make_job, make_tenant
+from tests.fake_engine import FAKE
 
 W = "worker-a"
 
 
-async def claim(database, worker=W, engine="upstream"):
+async def claim(database, worker=W, engine=FAKE):
     async with database.session() as session:
         return await engine_calls.claim_next_job(
             session=session, engine=engine, worker_id=worker, lease_seconds=60

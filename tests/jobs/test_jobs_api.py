@@ -17,6 +17,7 @@ from tests.factories import (
     reinforcement_example,
     upload,
 )
+from tests.fake_engine import FAKE
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -113,7 +114,7 @@ async def test_reinforcement_job_with_grader_on_a_model_that_supports_it(
     client, database, registry
 ):
     registry.add(BaseModelSpec(
-        id="local-tiny", engine="local", methods=frozenset({"supervised", "reinforcement"}),
+        id="local-tiny", engine=FAKE, methods=frozenset({"supervised", "reinforcement"}),
         max_tokens_per_example=2048, tokenizer="tiktoken:o200k_base", created=0, owned_by="local",
     ))
     tenant = await make_tenant(database)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from service.db import Database
-from service.jobs import engine_calls
 from tests.factories import Tenant, make_job, make_tenant
-
-W = "worker-a"
+from tests.fake_engine import FakeRun
 
 # What the engine logs, step by step; step 2 also has a validation loss.
 STEPS: list[dict[str, Any]] = [
@@ -30,37 +28,20 @@ def without_step(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 async def running_job(client, database: Database, tenant: Tenant) -> dict[str, Any]:
-    """Create a job, then claim and start it as worker W."""
+    """Create a job, then claim and start it as the test engine's worker."""
     job = await make_job(client, tenant)
-    async with database.session() as session:
-        claimed = await engine_calls.claim_next_job(
-            session=session, engine="upstream", worker_id=W, lease_seconds=60
-        )
-        assert claimed is not None and claimed.id == job["id"]
-        await engine_calls.start_job(
-            session=session, job_id=job["id"], worker_id=W, hyperparameters={}
-        )
+    await FakeRun(database, job["id"]).start()
     return job
 
 
 async def log(database: Database, job_id: str, *steps: dict[str, Any]) -> None:
-    async with database.session() as session:
-        for metrics in steps:
-            await engine_calls.append_metrics(
-                session=session, job_id=job_id, worker_id=W, metrics=metrics
-            )
+    run = FakeRun(database, job_id)
+    for metrics in steps:
+        await run.log(**metrics)
 
 
 async def succeed(database: Database, job_id: str) -> None:
-    async with database.session() as session:
-        await engine_calls.succeed_job(
-            session=session,
-            job_id=job_id,
-            worker_id=W,
-            organization="personal",
-            trained_tokens=100,
-            result_files=[],
-        )
+    await FakeRun(database, job_id).succeed(trained_tokens=100)
 
 
 async def get_metrics(client, tenant: Tenant, job_id: str, **params: Any):

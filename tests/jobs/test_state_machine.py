@@ -85,7 +85,7 @@ class Model:
         self.owner = self.expired = False
 
 
-async def _apply(database, job_id: str, engine: str, action: str) -> bool:
+async def _apply(database, engines, job_id: str, engine: str, action: str) -> bool:
     async with database.session() as session:
         try:
             if action == "claim":
@@ -98,7 +98,7 @@ async def _apply(database, job_id: str, engine: str, action: str) -> bool:
                 )
             elif action in ("cancel", "pause", "resume"):
                 job = (await session.exec(select(Job).where(Job.id == job_id))).one()
-                await getattr(jobs, f"{action}_job")(session=session, job=job)
+                await getattr(jobs, f"{action}_job")(session=session, engines=engines, job=job)
             elif action == "start":
                 await engine_calls.start_job(
                     session=session,
@@ -137,7 +137,7 @@ async def _apply(database, job_id: str, engine: str, action: str) -> bool:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(actions=st.lists(st.sampled_from(ACTIONS), max_size=14))
-async def test_service_follows_the_status_rules(client, database, actions):
+async def test_service_follows_the_status_rules(client, database, engines, actions):
     tenant = await make_tenant(database)
     file_id = await make_file(client, tenant)
     job_id = (await make_job(client, tenant, training_file=file_id))["id"]
@@ -150,7 +150,7 @@ async def test_service_follows_the_status_rules(client, database, actions):
     for action in actions:
         before = model.status
         expected = model.apply(action)
-        accepted = await _apply(database, job_id, engine, action)
+        accepted = await _apply(database, engines, job_id, engine, action)
         assert accepted == expected, (action, before, actions)
         async with database.session() as session:
             job = (await session.exec(select(Job).where(Job.id == job_id))).one()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.factories import make_job, make_tenant, run_to_success
+from tests.factories import make_job, make_tenant
+from tests.fake_engine import SHUTDOWN, run_to_success
 
 
 async def test_list_shows_serving_bases_and_own_fine_tuned_models(client, database):
@@ -15,9 +16,9 @@ async def test_list_shows_serving_bases_and_own_fine_tuned_models(client, databa
     assert "gpt-4o-mini-2024-07-18" in ids and model in ids
     base = next(m for m in listed["data"] if m["id"] == "gpt-4o-mini-2024-07-18")
     assert base == {"id": "gpt-4o-mini-2024-07-18", "object": "model", "created": base["created"],
-                    "owned_by": "system", "shutdown_date": "2027-01-14"}
+                    "owned_by": "system", "shutdown_date": SHUTDOWN.isoformat()}
     mine = next(m for m in listed["data"] if m["id"] == model)
-    assert mine["owned_by"] == "org-personal" and mine["shutdown_date"] == "2027-01-14"
+    assert mine["owned_by"] == "org-personal" and mine["shutdown_date"] == SHUTDOWN.isoformat()
 
 
 async def test_retrieve_by_name_with_colons(client, database):
@@ -67,4 +68,4 @@ async def test_an_alias_answers_as_itself(client, database):
     response = await client.get("/v1/models/gpt-4o-mini", headers=tenant.headers)
     assert response.status_code == 200
     assert response.json()["id"] == "gpt-4o-mini"
-    assert response.json()["shutdown_date"] == "2027-01-14"
+    assert response.json()["shutdown_date"] == SHUTDOWN.isoformat()

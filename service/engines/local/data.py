@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from service.engines.local.chat import plain_message
 
 
 def read_examples(path: Path) -> Iterator[dict[str, Any]]:
@@ -14,21 +16,6 @@ def read_examples(path: Path) -> Iterator[dict[str, Any]]:
         for raw in handle:
             if raw.strip():
                 yield json.loads(raw)
-
-
-def _plain(message: Mapping[str, Any]) -> dict[str, str]:
-    """Reduce a message to role and text, the shape every chat template accepts."""
-    content = message.get("content")
-    if isinstance(content, list):
-        text = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-    else:
-        text = content if isinstance(content, str) else ""
-    calls = message.get("tool_calls")
-    if calls:
-        text += json.dumps([c.get("function", {}) for c in calls], ensure_ascii=False)
-    role = message.get("role", "user")
-    # Templates know system/user/assistant; tool and function results read as user turns.
-    return {"role": role if role in ("system", "user", "assistant") else "user", "content": text}
 
 
 def supervised_rows(path: Path) -> list[dict[str, Any]]:
@@ -44,8 +31,8 @@ def supervised_rows(path: Path) -> list[dict[str, Any]]:
             if message.get("role") == "assistant" and message.get("weight", 1) != 0:
                 rows.append(
                     {
-                        "prompt": [_plain(m) for m in messages[:i]],
-                        "completion": [_plain(message)],
+                        "prompt": [plain_message(m) for m in messages[:i]],
+                        "completion": [plain_message(message)],
                     }
                 )
     return rows
@@ -55,9 +42,9 @@ def preference_rows(path: Path) -> list[dict[str, Any]]:
     """One prompt/chosen/rejected row per DPO example."""
     return [
         {
-            "prompt": [_plain(m) for m in example["input"]["messages"]],
-            "chosen": [_plain(example["preferred_output"][0])],
-            "rejected": [_plain(example["non_preferred_output"][0])],
+            "prompt": [plain_message(m) for m in example["input"]["messages"]],
+            "chosen": [plain_message(example["preferred_output"][0])],
+            "rejected": [plain_message(example["non_preferred_output"][0])],
         }
         for example in read_examples(path)
     ]
@@ -70,7 +57,7 @@ def reinforcement_rows(path: Path) -> list[dict[str, Any]]:
         item = {k: v for k, v in example.items() if k not in ("messages", "tools")}
         rows.append(
             {
-                "prompt": [_plain(m) for m in example["messages"]],
+                "prompt": [plain_message(m) for m in example["messages"]],
                 "item": json.dumps(item, ensure_ascii=False),
             }
         )

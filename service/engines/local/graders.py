@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from difflib import SequenceMatcher
 from typing import Any, get_args
 
+from service.engines.local.chat import plain_message
 from service.errors import InvalidRequest
 from service.jobs.schemas import SimilarityMetric
 
@@ -120,12 +121,8 @@ def _score_model(
         raise ValueError("score_model graders need a local model to answer them")
     messages = []
     for message in grader["input"]:
-        content = message.get("content", "")
-        if not isinstance(content, str):
-            content = json.dumps(content, ensure_ascii=False)
-        messages.append(
-            {"role": message.get("role", "user"), "content": render(content, sample, item)}
-        )
+        plain = plain_message(message)
+        messages.append({**plain, "content": render(plain["content"], sample, item)})
     low, high = (float(v) for v in (grader.get("range") or [0.0, 1.0])[:2])
     reply = scorer(str(grader["model"]), messages)
     found = re.search(r"-?\d+(?:\.\d+)?", reply)

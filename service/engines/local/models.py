@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from service.models.registry import BaseModelSpec, Method
@@ -20,6 +21,14 @@ MAX_TRAINING_TOKENS = 4096
 LOCAL_METHODS: frozenset[Method] = frozenset({"supervised", "dpo", "reinforcement"})
 
 
+@dataclass(frozen=True)
+class LocalModel:
+    """A base model on disk: its spec and its folder."""
+
+    spec: BaseModelSpec
+    folder: Path
+
+
 def _has_chat_template(folder: Path) -> bool:
     if (folder / "chat_template.jinja").is_file():
         return True
@@ -29,7 +38,7 @@ def _has_chat_template(folder: Path) -> bool:
     return False
 
 
-def local_model(name: str, folder: Path) -> BaseModelSpec | None:
+def local_model(name: str, folder: Path) -> LocalModel | None:
     """Describe the model in `folder`, or return None (with a log line) if it is not one."""
     config_path = folder / "config.json"
     weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin"))
@@ -41,28 +50,27 @@ def local_model(name: str, folder: Path) -> BaseModelSpec | None:
         return None
     config = json.loads(config_path.read_text(encoding="utf-8"))
     context = int(config.get("max_position_embeddings") or MAX_TRAINING_TOKENS)
-    return BaseModelSpec(
+    spec = BaseModelSpec(
         id=name,
-        engine="local",
         methods=LOCAL_METHODS,
         max_tokens_per_example=min(context, MAX_TRAINING_TOKENS),
         tokenizer=f"hf:{folder.resolve()}",
         created=int(config_path.stat().st_mtime),
         owned_by="local",
-        extra={"path": str(folder.resolve())},
     )
+    return LocalModel(spec=spec, folder=folder.resolve())
 
 
-def discover(models_dir: Path, extra: dict[str, Path]) -> list[BaseModelSpec]:
+def discover(models_dir: Path, extra: dict[str, Path]) -> list[LocalModel]:
     """Return the local base models in `models_dir` and those named in `extra`."""
-    found: dict[str, BaseModelSpec] = {}
+    found: dict[str, LocalModel] = {}
     if models_dir.is_dir():
         for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()):
-            spec = local_model(folder.name, folder)
-            if spec is not None:
-                found[spec.id] = spec
+            model = local_model(folder.name, folder)
+            if model is not None:
+                found[model.spec.id] = model
     for name, folder in extra.items():
-        spec = local_model(name, Path(folder).expanduser())
-        if spec is not None:
-            found[name] = spec
+        model = local_model(name, Path(folder).expanduser())
+        if model is not None:
+            found[name] = model
     return list(found.values())

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from service.engines.local.chat import plain_message
 from service.tokens import register_counter_factory
 
 _LOCK = threading.Lock()
@@ -33,27 +34,14 @@ class HuggingFaceCounter:
         functions: Sequence[Any] | None = None,
     ) -> int:
         """Count one example as the chat template renders it (tools as JSON text)."""
-        rendered = [{"role": m.get("role", "user"), "content": _text(m)} for m in messages]
+        # Rendered as the trainer renders them, so the count is what will be trained on.
+        rendered = [plain_message(m) for m in messages]
         ids = self._tokenizer.apply_chat_template(rendered, tokenize=True)
         count = len(ids["input_ids"] if isinstance(ids, Mapping) else ids)
         extra = [*(tools or ()), *(functions or ())]
         if extra:
             count += self.count_text(json.dumps(extra, separators=(",", ":")))
         return count
-
-
-def _text(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        text = content
-    elif isinstance(content, list):
-        text = "".join(p.get("text", "") for p in content if isinstance(p, Mapping))
-    else:
-        text = ""
-    calls = message.get("tool_calls") or []
-    if calls:
-        text += json.dumps([c.get("function", {}) for c in calls], separators=(",", ":"))
-    return text
 
 
 @functools.lru_cache(maxsize=8)

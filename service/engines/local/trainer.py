@@ -1,14 +1,9 @@
 """The trainer process: fine-tunes one job with TRL and LoRA and reports through a queue.
 
 It runs in a child process of the worker (torch, transformers and TRL are imported here
-only), never touches the database, and talks to the worker with plain dict messages:
-
-    {"type": "started", "hyperparameters": {...}, "total_steps": n}
-    {"type": "metrics", "metrics": {...}}                 one per optimizer step
-    {"type": "checkpoint", "step": n, "metrics": {...}, "path": folder}   at each epoch end
-    {"type": "stopped", "reason": "pause" | "cancel"}     after a requested stop
-    {"type": "succeeded", "adapter": folder, "trained_tokens": n, "csv": text}
-    {"type": "failed", "code": ..., "message": ...}
+only), never touches the database, and reports with the typed messages of `messages.py`:
+`Started`, a `StepLogged` per optimizer step, a `CheckpointSaved` at each epoch end, and last
+`Stopped`, `Succeeded` or `Failed`.
 
 The worker sets `stop` (with `reason`) to ask for a pause or a cancel; the trainer stops at the
 end of the current step, saving a resumable checkpoint first when pausing.
@@ -25,6 +20,17 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from service.engines.local.messages import (
+    CheckpointSaved,
+    Failed,
+    Started,
+    StepLogged,
+    Stopped,
+    StopReason,
+    Succeeded,
+)
+from service.training_data.report import default_epochs
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +60,6 @@ class TrainSpec:
     grader: dict[str, Any] | None = None
     grader_models: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lora: dict[str, Any] = field(default_factory=dict)
-
-
-def default_epochs(n_examples: int) -> int:
-    """OpenAI's auto rule: about 3 epochs, more for tiny sets, fewer for huge ones."""
-    if n_examples * 3 < 100:
-        return min(25, 100 // max(1, n_examples))
-    if n_examples * 3 > 25_000:
-        return max(1, 25_000 // n_examples)
-    return 3
 
 
 def resolve_hyperparameters(method: str, given: dict[str, Any], n_rows: int) -> dict[str, Any]:
@@ -115,25 +112,17 @@ def main(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int) 
     try:
         _train(spec, outbox, stop, reason, parent_pid)
     except MemoryError:
-        outbox.put(
-            {"type": "failed", "code": "out_of_memory", "message": "Training ran out of memory."}
-        )
+        outbox.put(Failed("out_of_memory", "Training ran out of memory."))
     except Exception as exc:  # every failure must end the job, never leave it running
         log.error("training failed:\n%s", traceback.format_exc())
         code = "out_of_memory" if "out of memory" in str(exc).lower() else "training_error"
-        outbox.put(
-            {
-                "type": "failed",
-                "code": code,
-                "message": f"Training failed: {type(exc).__name__}: {exc}",
-            }
-        )
+        outbox.put(Failed(code, f"Training failed: {type(exc).__name__}: {exc}"))
 
 
 @dataclass
 class _Progress:
     tokens: int = 0
-    stopping: str | None = None
+    stopping: StopReason | None = None
 
 
 def _resume_point(output_dir: Path, logged_step: int) -> str | None:
@@ -266,8 +255,8 @@ def _reward_function(spec: TrainSpec) -> Any:
     """The job's grader as a TRL reward function: one score in [0, 1] per completion."""
     import json as json_module
 
+    from service.engines.local.generator import Generator, Params
     from service.engines.local.graders import grade
-    from service.inference.generator import Generator, Params
 
     generator = Generator(cache_size=1)
 
@@ -323,7 +312,7 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
     hyper = resolve_hyperparameters(spec.method, spec.hyperparameters, len(rows))
     steps_per_epoch = -(-len(rows) // hyper["batch_size"])
     total_steps = steps_per_epoch * hyper["n_epochs"]
-    outbox.put({"type": "started", "hyperparameters": hyper, "total_steps": total_steps})
+    outbox.put(Started(hyperparameters=hyper, total_steps=total_steps))
     output_dir = Path(spec.output_dir)
     trainer = _make_trainer(spec, hyper, rows, eval_rows)
     trainer.remove_callback(PrinterCallback)
@@ -352,13 +341,13 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
                 **_step_metrics(logs),
             }
             history.append(metrics)
-            outbox.put({"type": "metrics", "metrics": metrics})
+            outbox.put(StepLogged(metrics))
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if os.getppid() != parent_pid:  # the worker died: stop, it will be recovered
                 os._exit(3)
             if stop.is_set() and progress.stopping is None:
-                progress.stopping = reason.value.decode() or "cancel"
+                progress.stopping = "pause" if reason.value.decode() == "pause" else "cancel"
                 control.should_training_stop = True
                 control.should_save = progress.stopping == "pause"
 
@@ -371,27 +360,15 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
                 if k not in ("total_steps", "learning_rate", "epoch")
             }
             path = output_dir / f"checkpoint-{state.global_step}"
-            outbox.put(
-                {
-                    "type": "checkpoint",
-                    "step": state.global_step,
-                    "metrics": metrics,
-                    "path": str(path),
-                }
-            )
+            outbox.put(CheckpointSaved(step=state.global_step, metrics=metrics, path=str(path)))
 
     trainer.add_callback(Reporter())
     trainer.train(resume_from_checkpoint=_resume_point(output_dir, spec.logged_step))
     if progress.stopping is not None:
-        outbox.put({"type": "stopped", "reason": progress.stopping})
+        outbox.put(Stopped(progress.stopping))
         return
     adapter = output_dir / "final"
     trainer.save_model(str(adapter))
     outbox.put(
-        {
-            "type": "succeeded",
-            "adapter": str(adapter),
-            "trained_tokens": progress.tokens,
-            "csv": metrics_csv(history),
-        }
+        Succeeded(adapter=str(adapter), trained_tokens=progress.tokens, csv=metrics_csv(history))
     )

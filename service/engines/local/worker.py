@@ -17,23 +17,32 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from service.db import Database
+from service.engines.local.messages import (
+    CheckpointSaved,
+    Failed,
+    Started,
+    StepLogged,
+    Stopped,
+    Succeeded,
+    TrainerMessage,
+)
 from service.engines.local.trainer import TrainSpec, main
 from service.errors import APIError
 from service.files.service import content_path, create_file_from_bytes
-from service.inference.service import resolve_servable
 from service.jobs import engine_calls
 from service.jobs.models import Job
-from service.models.registry import ModelRegistry
 from service.models.service import find_derived
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from service.engines.local.engine import LocalEngine
+
 log = logging.getLogger(__name__)
-ENGINE = "local"
 
 
 @dataclass
@@ -66,10 +75,10 @@ class _Run:
 class LocalWorker:
     """Claims local jobs from the database and trains them one at a time."""
 
-    def __init__(self, *, database: Database, settings: Settings, registry: ModelRegistry) -> None:
+    def __init__(self, *, database: Database, settings: Settings, engine: LocalEngine) -> None:
         self.database = database
         self.settings = settings
-        self.registry = registry
+        self.engine = engine
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._context = multiprocessing.get_context("spawn")
         self._stopping = anyio.Event()
@@ -92,7 +101,7 @@ class LocalWorker:
         async with self.database.session() as session:
             job = await engine_calls.claim_next_job(
                 session=session,
-                engine=ENGINE,
+                engine=self.engine.name,
                 worker_id=self.worker_id,
                 lease_seconds=self.settings.worker_lease_seconds,
             )
@@ -105,8 +114,8 @@ class LocalWorker:
         return True
 
     async def _spec(self, job: Job, logged_step: int) -> TrainSpec:
-        base = self.registry.resolve(job.base_model)
-        if base is None or "path" not in base.extra:
+        folder = self.engine.folder(job.base_model)
+        if folder is None:
             raise RuntimeError(f"base model {job.base_model} is not a local model here")
         adapter = None
         if job.model != job.base_model:
@@ -120,7 +129,7 @@ class LocalWorker:
         return TrainSpec(
             job_id=job.id,
             method=kind,
-            base_path=base.extra["path"],
+            base_path=str(folder),
             training_path=str(content_path(files_dir, job.training_file)),
             validation_path=(
                 str(content_path(files_dir, job.validation_file)) if job.validation_file else None
@@ -154,10 +163,9 @@ class LocalWorker:
         found = {}
         async with self.database.session() as session:
             for name in names:
-                servable = await resolve_servable(
-                    session=session, registry=self.registry, project_id=job.project_id, name=name
+                found[name] = await self.engine.resolve_local(
+                    session=session, project_id=job.project_id, name=name
                 )
-                found[name] = (servable.base_path, servable.adapter_path)
         return found
 
     async def _run(self, job: Job) -> None:
@@ -190,6 +198,9 @@ class LocalWorker:
                             session=session, job_id=job.id, worker_id=self.worker_id
                         )
                     return
+                alive = process.is_alive()
+                # Read after the liveness check: a trainer that exited right after its last
+                # message has that message in the queue by now.
                 message = await anyio.to_thread.run_sync(_next, outbox, 0.5)
                 if message is not None:
                     try:
@@ -199,7 +210,7 @@ class LocalWorker:
                         # what the trainer reports now is dropped, and it is asked to stop.
                         log.info("job %s no longer takes reports (%s)", job.id, refused.message)
                         self._ask_to_stop(run, "cancel")
-                elif not process.is_alive():
+                elif not alive:
                     await self._fail(
                         job,
                         "training_error",
@@ -240,62 +251,64 @@ class LocalWorker:
             run.reason.value = reason.encode()
             run.stop.set()
 
-    async def _handle(self, run: _Run, message: dict[str, Any]) -> None:
-        kind = message["type"]
+    async def _handle(self, run: _Run, message: TrainerMessage) -> None:
         job_id, worker = run.job.id, self.worker_id
         async with self.database.session() as session:
-            if kind == "started":
-                await engine_calls.start_job(
-                    session=session,
-                    job_id=job_id,
-                    worker_id=worker,
-                    hyperparameters=message["hyperparameters"],
-                )
-            elif kind == "metrics" and message["metrics"]["step"] > run.logged_step:
-                run.logged_step = message["metrics"]["step"]
-                await engine_calls.append_metrics(
-                    session=session,
-                    job_id=job_id,
-                    worker_id=worker,
-                    metrics=message["metrics"],
-                    estimated_finish=run.estimate(message["metrics"]),
-                )
-            elif kind == "checkpoint":
-                _, dropped = await engine_calls.add_checkpoint(
-                    session=session,
-                    job_id=job_id,
-                    worker_id=worker,
-                    organization=self.settings.organization,
-                    step_number=message["step"],
-                    metrics=message["metrics"],
-                    location=message["path"],
-                )
-                log.debug("checkpoints no longer kept: %s", dropped)
-            elif kind == "stopped":
-                await engine_calls.release_job(session=session, job_id=job_id, worker_id=worker)
-                run.outcome = message["reason"]
-            elif kind == "succeeded":
-                results = await create_file_from_bytes(
-                    session=session,
-                    project_id=run.job.project_id,
-                    files_dir=self.settings.files_dir,
-                    filename="step_metrics.csv",
-                    purpose="fine-tune-results",
-                    content=message["csv"].encode(),
-                )
-                await engine_calls.succeed_job(
-                    session=session,
-                    job_id=job_id,
-                    worker_id=worker,
-                    organization=self.settings.organization,
-                    trained_tokens=message["trained_tokens"],
-                    result_files=[results.id],
-                    location=message["adapter"],
-                )
-                run.outcome = "succeeded"
-            elif kind == "failed":
-                await self._fail(run.job, message["code"], message["message"])
-                run.outcome = "failed"
+            match message:
+                case Started(hyperparameters=hyperparameters):
+                    await engine_calls.start_job(
+                        session=session,
+                        job_id=job_id,
+                        worker_id=worker,
+                        hyperparameters=hyperparameters,
+                    )
+                case StepLogged(metrics=metrics) if message.step > run.logged_step:
+                    run.logged_step = message.step
+                    await engine_calls.append_metrics(
+                        session=session,
+                        job_id=job_id,
+                        worker_id=worker,
+                        metrics=metrics,
+                        estimated_finish=run.estimate(metrics),
+                    )
+                case StepLogged():
+                    pass  # logged by an earlier attempt, before the checkpoint it resumed from
+                case CheckpointSaved(step=step, metrics=metrics, path=path):
+                    _, dropped = await engine_calls.add_checkpoint(
+                        session=session,
+                        job_id=job_id,
+                        worker_id=worker,
+                        organization=self.settings.organization,
+                        step_number=step,
+                        metrics=metrics,
+                        location=path,
+                    )
+                    log.debug("checkpoints no longer kept: %s", dropped)
+                case Stopped(reason=reason):
+                    await engine_calls.release_job(session=session, job_id=job_id, worker_id=worker)
+                    run.outcome = reason
+                case Succeeded(adapter=adapter, trained_tokens=trained_tokens, csv=csv):
+                    results = await create_file_from_bytes(
+                        session=session,
+                        project_id=run.job.project_id,
+                        files_dir=self.settings.files_dir,
+                        filename="step_metrics.csv",
+                        purpose="fine-tune-results",
+                        content=csv.encode(),
+                    )
+                    await engine_calls.succeed_job(
+                        session=session,
+                        job_id=job_id,
+                        worker_id=worker,
+                        organization=self.settings.organization,
+                        trained_tokens=trained_tokens,
+                        result_files=[results.id],
+                        location=adapter,
+                    )
+                    run.outcome = "succeeded"
+                case Failed(code=code, message=text):
+                    await self._fail(run.job, code, text)
+                    run.outcome = "failed"
 
     async def _fail(self, job: Job, code: str, message: str) -> None:
         async with self.database.session() as session:
@@ -311,9 +324,9 @@ class LocalWorker:
                 log.warning("could not mark %s failed (%s): %s", job.id, code, message)
 
 
-def _next(outbox: Any, timeout: float) -> dict[str, Any] | None:
+def _next(outbox: Any, timeout: float) -> TrainerMessage | None:
     try:
-        message: dict[str, Any] = outbox.get(timeout=timeout)
+        message: TrainerMessage = outbox.get(timeout=timeout)
         return message
     except queue.Empty:
         return None

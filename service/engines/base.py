@@ -1,0 +1,138 @@
+"""The one interface every engine implements, and the set of engines a deployment runs.
+
+An engine trains jobs and answers for the models they produce. The service keeps its own record
+of every job, event, checkpoint and model whatever engine runs it; an engine reports back only
+through `service.jobs.engine_calls`. Nothing outside `service/engines` knows which engine is which:
+it finds a job's engine by the name on the job, and a model's by the registry.
+
+    Engine            a few verbs, several real implementations (like httpx's transport)
+     ├── local        trains on this machine: TRL + LoRA in a trainer process (engines/local)
+     └── upstream     one per configured provider, through the openai SDK (engines/upstream)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+from service.errors import InvalidRequest
+from service.models.registry import BaseModelSpec, ModelRegistry
+
+if TYPE_CHECKING:
+    from service.db import Database
+    from service.inference.schemas import ChatCompletion, ChatCompletionRequest
+    from service.jobs.models import Job
+    from service.poller import PollStep
+
+ClientAction = Literal["cancel", "pause", "resume"]
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """A model a request names, resolved: a base model, or a fine-tuned model or checkpoint."""
+
+    name: str
+    base_model: str
+    # Where the engine keeps the fine-tuned weights (None for a base model itself).
+    location: str | None = None
+
+
+class Engine(ABC):
+    """What the service asks of an engine. Only `base_models` and completions are required."""
+
+    #: Unique in a deployment; stored on every job the engine runs.
+    name: str
+
+    @abstractmethod
+    def base_models(self) -> Sequence[BaseModelSpec]:
+        """Return the base models this engine trains and serves."""
+
+    def check_job(self, *, base: BaseModelSpec, method: Mapping[str, Any]) -> None:
+        """Refuse, with a 400, a job this engine cannot run; called before the job row exists."""
+        return None
+
+    async def run(self, *, database: Database, stopping: anyio.Event) -> None:
+        """Do the engine's own background work (a worker) until `stopping` is set."""
+        return None
+
+    def poll_steps(self, *, database: Database) -> list[PollStep]:
+        """Return the steps this engine adds to the poller of `serve` (e.g. remote sync)."""
+        return []
+
+    async def control(self, job: Job, action: ClientAction) -> None:
+        """Carry a client's cancel, pause or resume to where the job runs, before it is recorded.
+
+        An engine that reads the job's status from the database (the local one) has nothing to
+        do; one that runs jobs elsewhere raises an APIError when the other side refuses.
+        """
+        return None
+
+    @abstractmethod
+    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> ChatCompletion:
+        """Answer a chat completion request."""
+
+    @abstractmethod
+    def complete_stream(
+        self, target: ModelTarget, request: ChatCompletionRequest
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """Yield the `chat.completion.chunk` objects of a streamed answer."""
+
+    async def delete_model(self, target: ModelTarget) -> None:
+        """Remove what the engine holds for a fine-tuned model that is being deleted."""
+        return None
+
+    async def aclose(self) -> None:
+        """Release what the engine holds open (clients, caches)."""
+        return None
+
+
+class Engines:
+    """The engines of a deployment, and the registry of the base models they offer."""
+
+    def __init__(self, engines: Sequence[Engine]) -> None:
+        self._engines: dict[str, Engine] = {}
+        for engine in engines:
+            if engine.name in self._engines:
+                raise ValueError(f"two engines are named {engine.name!r}")
+            self._engines[engine.name] = engine
+        self.registry = ModelRegistry()
+        offered_by: dict[str, str] = {}
+        for engine in engines:
+            for spec in engine.base_models():
+                for name in (spec.id, *spec.aliases):
+                    if name in offered_by:
+                        raise ValueError(
+                            f"model {name!r} is offered by both {offered_by[name]!r} and "
+                            f"{engine.name!r}; a model name must belong to one engine"
+                        )
+                    offered_by[name] = engine.name
+                self.registry.add(dataclasses.replace(spec, engine=engine.name))
+
+    def __iter__(self) -> Iterator[Engine]:
+        return iter(self._engines.values())
+
+    def get(self, name: str) -> Engine | None:
+        """Return the engine called `name`, or None (e.g. a provider no longer configured)."""
+        return self._engines.get(name)
+
+    def serving(self, name: str, *, model: str) -> Engine:
+        """Return the engine called `name`, or a 400 saying the model is not served here."""
+        engine = self._engines.get(name)
+        if engine is None:
+            raise InvalidRequest(
+                f"The model '{model}' is not served by this deployment (its engine "
+                f"'{name}' is not configured).",
+                param="model",
+                code="model_not_served",
+            )
+        return engine
+
+    async def aclose(self) -> None:
+        """Close every engine."""
+        for engine in self._engines.values():
+            await engine.aclose()

@@ -1,4 +1,4 @@
-"""Command line: `python -m service serve | worker | migrate | keys create`."""
+"""Command line: `python -m service serve | worker | migrate | exit | keys create`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import contextlib
 import functools
 import logging
 import sys
+from typing import Any
+
+from pydantic import ValidationError
 
 from service.db import Database, upgrade
 from service.projects import service as projects
@@ -70,6 +73,63 @@ async def _create_key(settings: Settings, project_name: str, admin: bool, name: 
         await database.dispose()
 
 
+async def _exit(settings: Settings, args: argparse.Namespace) -> int:
+    """Inventory, import and record a provider's fine-tuning data, with progress bars."""
+    import json
+
+    from tqdm import tqdm
+
+    from service.engines import build_engines, provider_exit
+    from service.engines.upstream.exit import ExitRun, run_exit
+    from service.errors import APIError
+
+    await upgrade(settings.database_url)
+    database = Database(settings.database_url)
+    engines = build_engines(settings)
+    try:
+        try:
+            exit_ = provider_exit(engines, args.provider, database)
+        except APIError as error:
+            print(error.message, file=sys.stderr)
+            return 2
+        async with database.session() as session:
+            project = await projects.get_project_by_name(session=session, name=args.project)
+            if project is None:
+                project = await projects.create_project(session=session, name=args.project)
+        inventory = await exit_.inventory()
+        shutdowns = sorted({m["shutdown_date"] for m in inventory["models"] if m["shutdown_date"]})
+        print(
+            f"{args.provider}: {len(inventory['files'])} files, {len(inventory['jobs'])} jobs, "
+            f"{len(inventory['models'])} fine-tuned models"
+            + (f" (shutting down on {', '.join(shutdowns)})" if shutdowns else "")
+        )
+        if args.inventory_only:
+            print(json.dumps(inventory, indent=2))
+            return 0
+        bars: dict[str, Any] = {}
+
+        def progress(step: str, done: int, total: int) -> None:
+            bar = bars.get(step)
+            if bar is None:
+                bar = bars[step] = tqdm(total=total, desc=step, unit=step.rstrip("s"))
+            bar.update(done - bar.n)
+
+        steps = [s for s in ("import", "record") if s in args.steps.split(",")]
+        run = ExitRun(provider=args.provider, project_id=project.id, steps=steps)
+        run.progress = progress  # type: ignore[method-assign]
+        await run_exit(exit_, run, prompts_file=args.prompts_file)
+        for bar in bars.values():
+            bar.close()
+        print(json.dumps(run.as_dict()["report"], indent=2))
+        if run.error:
+            print(run.error, file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        await engines.aclose()
+        await database.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -79,6 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to bind (default FT_PORT or 8000)")
     commands.add_parser("migrate", help="apply database migrations up to head")
     commands.add_parser("worker", help="run the engines' workers against the same database")
+    leave = commands.add_parser(
+        "exit",
+        help="leave a provider: inventory, import its files and jobs, record its models",
+    )
+    leave.add_argument("--provider", required=True, help="a provider of FT_PROVIDERS")
+    leave.add_argument("--project", default="default", help="project to import into")
+    leave.add_argument("--steps", default="import,record", help="comma-separated: import, record")
+    leave.add_argument("--prompts-file", help="a file id whose prompts every model answers")
+    leave.add_argument(
+        "--inventory-only", action="store_true", help="print the inventory as JSON and stop"
+    )
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create an API key; prints it last")
@@ -87,7 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--name", default="cli", help="a label for the key")
     args = parser.parse_args(argv)
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        # Without the values: FT_PROVIDERS and FT_BOOTSTRAP_API_KEY hold secrets.
+        for problem in error.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in problem["loc"])
+            print(f"invalid setting FT_{where.upper()}: {problem['msg']}", file=sys.stderr)
+        return 2
     _configure_logging(settings.log_level)
     if args.command in ("serve", "worker"):
         # Before the engines are built: they discover model folders when they are created.
@@ -99,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "worker":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_work(settings))
+    elif args.command == "exit":
+        return asyncio.run(_exit(settings, args))
     elif args.command == "migrate":
         asyncio.run(upgrade(settings.database_url))
         print("database is at the latest revision")

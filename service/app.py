@@ -23,6 +23,7 @@ from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
 from service.engines import build_engines
 from service.engines.base import Engines
+from service.engines.router import router as webhooks_router
 from service.errors import APIError, ErrorResponse, error_envelope
 from service.events.hub import Hub
 from service.events.listen import Listener
@@ -59,6 +60,8 @@ TAGS = [
     {"name": "Models", "description": "Base models and the models your jobs produced."},
     {"name": "Chat", "description": "Use a local base or fine-tuned model."},
     {"name": "Organization", "description": "Projects and API keys (admin keys only)."},
+    {"name": "Webhooks", "description": "Webhooks from upstream providers (signed)."},
+    {"name": "Providers", "description": "Leaving a provider: inventory, import, record."},
     {"name": "Health", "description": "Liveness for load balancers and orchestrators."},
 ]
 
@@ -224,6 +227,8 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                 yield
             finally:
                 stopping.set()
+                for current in app.state.exit_runs.values():
+                    current["task"].cancel()  # a provider exit continues when started again
                 hub.close()  # open streams end
                 poller.stop()
                 janitor.cancel()
@@ -248,6 +253,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
     )
     app.state.settings = settings
     app.state.engines = engines or build_engines(settings)
+    app.state.exit_runs = {}  # provider -> the last exit run this process started
     _install_error_handlers(app)
     routers = (
         files_router,
@@ -257,6 +263,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
         models_router,
         inference_router,
         projects_router,
+        webhooks_router,
     )
     for router in routers:
         app.include_router(router, responses=_ERROR_RESPONSES)

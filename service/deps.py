@@ -45,6 +45,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
 EnginesDep = Annotated[Engines, Depends(get_engines)]
 RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -7,7 +7,8 @@ APIError                       any error with an HTTP status
  ├── NotFound                  404 invalid_request_error
  ├── Conflict                  409 invalid_request_error (illegal transition, idempotency)
  ├── PayloadTooLarge           413 invalid_request_error
- └── ServerError               500 server_error
+ ├── ServerError               500 server_error
+ └── ServiceUnavailable        503 server_error (an upstream provider does not answer)
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ class ServerError(APIError):
     """Something failed on our side (500); details are logged, never returned."""
 
     status_code = 500
+    error_type = "server_error"
+
+
+class ServiceUnavailable(APIError):
+    """Something this service depends on (an upstream provider) does not answer (503)."""
+
+    status_code = 503
     error_type = "server_error"
 
 

@@ -2,14 +2,63 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that people paste from examples; refused as a bootstrap key outside development.
 _PLACEHOLDER_KEYS = {"changeme", "change-me", "secret", "password", "sk-...", "test", "admin"}
+
+
+ProviderKind = Literal["openai", "azure", "nebius", "peer"]
+
+
+class ProviderModel(BaseModel):
+    """A model a provider fine-tunes, with what the service cannot know by itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    methods: list[Literal["supervised", "dpo", "reinforcement"]] | None = None
+    shutdown_date: date | None = None
+    # From this day the provider refuses to create jobs on it (OpenAI: 2027-01-06).
+    training_cutoff: date | None = None
+
+
+class ProviderSettings(BaseModel):
+    """One upstream provider of `FT_PROVIDERS`: an OpenAI-compatible fine-tuning API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # At most 20 characters: it is stored as the engine of the provider's jobs.
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")
+    base_url: AnyHttpUrl
+    api_key: SecretStr
+    models: list[str | ProviderModel] = Field(min_length=1)
+    webhook_secret: SecretStr | None = None
+    kind: ProviderKind = "openai"
+
+    @field_validator("name")
+    @classmethod
+    def _not_local(cls, value: str) -> str:
+        if value == "local":
+            raise ValueError("'local' is the local engine's name; choose another provider name")
+        return value
+
+    def model_entries(self) -> list[ProviderModel]:
+        """The provider's models, each as a ProviderModel."""
+        return [m if isinstance(m, ProviderModel) else ProviderModel(id=m) for m in self.models]
 
 
 class Settings(BaseSettings):
@@ -59,11 +108,31 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Messages a stream subscriber may fall behind by."
     )
     stream_ticket_seconds: float = Field(default=60.0, gt=0, le=3600)
+    providers: list[ProviderSettings] = Field(
+        default_factory=list,
+        description="Upstream providers, JSON: [{name, base_url, api_key, models, ...}].",
+    )
+    upstream_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_max_retries: int = Field(default=4, ge=0, le=10)
+    # How long a replica may hold an upstream job without renewing (it renews while it syncs).
+    upstream_lease_seconds: float = Field(default=30.0, gt=0)
+    # How often an upstream job is synced, by status; a webhook syncs it at once.
+    upstream_sync_running_seconds: float = Field(default=5.0, gt=0)
+    upstream_sync_queued_seconds: float = Field(default=30.0, gt=0)
+    upstream_sync_paused_seconds: float = Field(default=120.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("providers")
+    @classmethod
+    def _unique_providers(cls, value: list[ProviderSettings]) -> list[ProviderSettings]:
+        names = [p.name for p in value]
+        if len(names) != len(set(names)):
+            raise ValueError("provider names must be unique")
+        return value
 
     @model_validator(mode="after")
     def _defaults_and_safety(self) -> Settings:

@@ -3,6 +3,12 @@
 from sqlmodel import SQLModel
 
 from service.checkpoints.models import Checkpoint, CheckpointPermission
+from service.engines.upstream.models import (
+    ModelRecord,
+    UpstreamFile,
+    UpstreamJob,
+    WebhookDelivery,
+)
 from service.events.models import StreamTicket
 from service.files.models import File, FileCheck
 from service.idempotency import IdempotencyRecord
@@ -20,9 +26,13 @@ __all__ = [
     "FileCheck",
     "FineTunedModel",
     "IdempotencyRecord",
+    "ModelRecord",
     "Job",
     "JobEvent",
     "Project",
     "StreamTicket",
+    "UpstreamFile",
+    "UpstreamJob",
+    "WebhookDelivery",
     "metadata",
 ]

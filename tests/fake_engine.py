@@ -48,23 +48,25 @@ class FakeEngine(Engine):
     def base_models(self) -> Sequence[BaseModelSpec]:
         return self.models
 
-    async def control(self, job: Job, action: ClientAction) -> None:
+    async def control(self, job: Job, action: ClientAction) -> bool:
         self.controls.append((job.id, action))
+        return False
 
     @staticmethod
     def answer(request: ChatCompletionRequest) -> str:
         """What the fake model says: the last message, echoed."""
         return f"echo: {request.messages[-1].content}"
 
-    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> ChatCompletion:
+    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> dict[str, Any]:
         text = self.answer(request)
-        return ChatCompletion(
+        completion = ChatCompletion(
             id=new_id("chatcmpl-"),
             created=now(),
             model=target.name,
             choices=[Choice(index=0, message=AssistantMessage(content=text), finish_reason="stop")],
             usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
         )
+        return completion.model_dump(mode="json")
 
     async def complete_stream(
         self, target: ModelTarget, request: ChatCompletionRequest

@@ -90,13 +90,13 @@ def _raise_if_dead(server: Server, cause: Exception | None = None) -> None:
         ) from cause
 
 
-@contextmanager
-def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
-    """Start the real server on a free port, wait until it is healthy, and stop it afterwards.
+def start_server(log_dir: Path, env: dict[str, str]) -> Server:
+    """Start the real server on a free port and wait until it is healthy (stop it yourself).
 
     Its output goes to files rather than pipes, so a chatty server can never block on a full pipe.
     """
     port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
     stdout_path, stderr_path = log_dir / "server.out", log_dir / "server.err"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = subprocess.Popen(
@@ -109,6 +109,27 @@ def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
     server = Server(url=f"http://127.0.0.1:{port}", process=process, stderr_path=stderr_path)
     try:
         _wait_until_healthy(server)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: Server) -> None:
+    """Stop the server (SIGTERM, then SIGKILL after 10 s); nothing if it is dead already."""
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@contextmanager
+def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
+    """Start the real server, yield it, and stop it afterwards; it must not die meanwhile."""
+    server = start_server(log_dir, env)
+    try:
         try:
             yield server
         except Exception as error:
@@ -116,9 +137,4 @@ def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
             raise
         _raise_if_dead(server)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(server)

@@ -112,3 +112,16 @@ def test_migrate_defaults_to_a_sqlite_file_in_the_data_folder(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
     _, revisions = tables_and_revision(data_dir / "service.db")
     assert revisions == [head_revision()]
+
+
+def test_a_bad_setting_stops_start_up_with_the_problem_never_the_secret(tmp_path: Path) -> None:
+    secret = "sk-live-" + "x" * 24
+    providers = (
+        '[{"name": "Open AI", "base_url": "not a url", "api_key": "' + secret + '", "models": []}]'
+    )
+    env = service_env(data_dir=str(tmp_path), providers=providers)
+    result = run_cli("migrate", env=env)
+    assert result.returncode == 2
+    assert "invalid setting FT_PROVIDERS.0.NAME" in result.stderr
+    assert "invalid setting FT_PROVIDERS.0.BASE_URL" in result.stderr
+    assert secret not in result.stdout + result.stderr

@@ -6,43 +6,17 @@ Everything else reaches engines through `service.engines.base`: the `Engine` int
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
+from service.db import Database
 from service.engines.base import Engine, Engines, ModelTarget
-from service.errors import InvalidRequest
-from service.inference.schemas import ChatCompletion, ChatCompletionRequest
-from service.models.registry import OPENAI_BASE_MODELS, BaseModelSpec
+from service.errors import NotFound
 from service.settings import Settings
 
-__all__ = ["Engine", "Engines", "ModelTarget", "build_engines", "prepare"]
+if TYPE_CHECKING:
+    from service.engines.upstream.exit import ProviderExit
 
-
-class _OpenAICatalog(Engine):
-    """OpenAI's fine-tunable bases, listed for compatibility: their jobs wait in `queued` until
-    an upstream engine runs them."""
-
-    name = "upstream"
-
-    def base_models(self) -> Sequence[BaseModelSpec]:
-        return OPENAI_BASE_MODELS
-
-    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> ChatCompletion:
-        raise _not_served(target)
-
-    async def complete_stream(
-        self, target: ModelTarget, request: ChatCompletionRequest
-    ) -> AsyncGenerator[dict[str, Any]]:
-        raise _not_served(target)
-        yield {}  # an async generator, like every engine's stream
-
-
-def _not_served(target: ModelTarget) -> InvalidRequest:
-    return InvalidRequest(
-        f"The model '{target.name}' is not served by this deployment's local engine.",
-        param="model",
-        code="model_not_served",
-    )
+__all__ = ["Engine", "Engines", "ModelTarget", "build_engines", "prepare", "provider_exit"]
 
 
 def prepare(settings: Settings) -> None:
@@ -54,7 +28,24 @@ def prepare(settings: Settings) -> None:
 
 
 def build_engines(settings: Settings) -> Engines:
-    """Build the deployment's engines: the local engine and OpenAI's catalog."""
+    """Build the deployment's engines: the local engine, and one per configured provider."""
     from service.engines.local.engine import LocalEngine
+    from service.engines.upstream.engine import UpstreamEngine
 
-    return Engines([LocalEngine(settings=settings), _OpenAICatalog()])
+    return Engines(
+        [
+            LocalEngine(settings=settings),
+            *(UpstreamEngine(provider=p, settings=settings) for p in settings.providers),
+        ]
+    )
+
+
+def provider_exit(engines: Engines, name: str, database: Database) -> ProviderExit:
+    """The exit (inventory, import, record) of the provider called `name`; 404 if none is."""
+    from service.engines.upstream.engine import UpstreamEngine
+    from service.engines.upstream.exit import ProviderExit
+
+    engine = engines.get(name)
+    if not isinstance(engine, UpstreamEngine):
+        raise NotFound(f"No provider named '{name}' is configured.", code="provider_not_found")
+    return ProviderExit(engine=engine, database=database)

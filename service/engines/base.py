@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, NotFound
 from service.models.registry import BaseModelSpec, ModelRegistry
 
 if TYPE_CHECKING:
     from service.db import Database
-    from service.inference.schemas import ChatCompletion, ChatCompletionRequest
+    from service.inference.schemas import ChatCompletionRequest
     from service.jobs.models import Job
     from service.poller import PollStep
 
@@ -64,23 +64,31 @@ class Engine(ABC):
         """Return the steps this engine adds to the poller of `serve` (e.g. remote sync)."""
         return []
 
-    async def control(self, job: Job, action: ClientAction) -> None:
+    async def control(self, job: Job, action: ClientAction) -> bool:
         """Carry a client's cancel, pause or resume to where the job runs, before it is recorded.
 
-        An engine that reads the job's status from the database (the local one) has nothing to
-        do; one that runs jobs elsewhere raises an APIError when the other side refuses.
+        Return True when the engine's own log will tell of the change (the service then records
+        it without an event of its own). An engine that reads the job's status from the database
+        (the local one) has nothing to do; one that runs jobs elsewhere raises an APIError when
+        the other side refuses.
         """
-        return None
+        return False
 
     @abstractmethod
-    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> ChatCompletion:
-        """Answer a chat completion request."""
+    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> dict[str, Any]:
+        """Answer a chat completion request with a `chat.completion` object."""
 
     @abstractmethod
     def complete_stream(
         self, target: ModelTarget, request: ChatCompletionRequest
     ) -> AsyncGenerator[dict[str, Any]]:
         """Yield the `chat.completion.chunk` objects of a streamed answer."""
+
+    async def receive_webhook(
+        self, *, database: Database, payload: bytes, headers: Mapping[str, str]
+    ) -> None:
+        """Verify and act on a webhook from where the engine runs jobs (404: it takes none)."""
+        raise NotFound(f"No webhooks are taken for '{self.name}'.", code="webhook_not_found")
 
     async def delete_model(self, target: ModelTarget) -> None:
         """Remove what the engine holds for a fine-tuned model that is being deleted."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import cast
 
 import anyio
 from sqlalchemy import ColumnElement, or_
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.errors import InvalidRequest, NotFound
@@ -21,7 +21,7 @@ from service.files.upload import ReceivedUpload
 from service.ids import new_id, now
 from service.models.registry import BaseModelSpec, Method, ensure_supports
 from service.pagination import page
-from service.training_data.formats import Format, ParseResult
+from service.training_data.formats import Format, ParseResult, validate_file
 from service.training_data.report import CheckReport, build_report
 
 EXPIRY_RANGE = (3600, 2_592_000)
@@ -119,6 +119,53 @@ async def create_file(
     return await _store(session, row, files_dir, upload.move_to)
 
 
+async def create_fetched_file(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    files_dir: Path,
+    filename: str,
+    purpose: str,
+    path: Path,
+    with_rows: Sequence[SQLModel] = (),
+    file_id: str | None = None,
+) -> File:
+    """Store a file fetched from elsewhere (a provider's), with the checks of an upload:
+    training data that breaks a rule is refused with the first error, and nothing is stored.
+
+    `path` is a temporary file of the caller's; it is moved into place.
+    """
+    parsed = None
+    if purpose == "fine-tune":
+        parsed = await anyio.to_thread.run_sync(lambda: validate_file(path))
+        _reject_bad_training_data(parsed)
+    digest = await anyio.to_thread.run_sync(lambda: _sha256(path))
+    row = File(
+        id=file_id or new_id("file-"),
+        project_id=project_id,
+        bytes=path.stat().st_size,
+        created_at=now(),
+        filename=filename[:255] or "upload",
+        purpose=purpose,
+        sha256=digest,
+        format=parsed.format if parsed else None,
+        stats=parsed.stats if parsed else None,
+    )
+
+    def place(destination: Path) -> None:
+        path.replace(destination)
+
+    return await _store(session, row, files_dir, place, with_rows)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 async def create_file_from_bytes(
     *,
     session: AsyncSession,
@@ -127,10 +174,15 @@ async def create_file_from_bytes(
     filename: str,
     purpose: str,
     content: bytes,
+    file_id: str | None = None,
+    with_rows: Sequence[SQLModel] = (),
 ) -> File:
-    """Store content produced by the service itself (e.g. a job's results file)."""
+    """Store content produced or fetched by the service itself (e.g. a job's results file).
+
+    `with_rows` (which may refer to `file_id`) are committed with the file, or not at all.
+    """
     row = File(
-        id=new_id("file-"),
+        id=file_id or new_id("file-"),
         project_id=project_id,
         bytes=len(content),
         created_at=now(),
@@ -144,11 +196,15 @@ async def create_file_from_bytes(
         tmp.write_bytes(content)
         tmp.replace(destination)
 
-    return await _store(session, row, files_dir, write)
+    return await _store(session, row, files_dir, write, with_rows)
 
 
 async def _store(
-    session: AsyncSession, row: File, files_dir: Path, place: Callable[[Path], None]
+    session: AsyncSession,
+    row: File,
+    files_dir: Path,
+    place: Callable[[Path], None],
+    with_rows: Sequence[SQLModel] = (),
 ) -> File:
     destination = content_path(files_dir, row.id)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +213,9 @@ async def _store(
     await anyio.to_thread.run_sync(place, destination)
     session.add(row)
     try:
+        if with_rows:
+            await session.flush()  # the file row first: the others may refer to it
+            session.add_all(with_rows)
         await session.commit()
     except BaseException:
         destination.unlink(missing_ok=True)

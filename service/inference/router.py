@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from service.deps import CallerDep, EnginesDep, SessionDep
 from service.inference import service
@@ -24,7 +24,7 @@ async def create_chat_completion(
     caller: CallerDep,
     session: SessionDep,
     engines: EnginesDep,
-) -> ChatCompletion | StreamingResponse:
+) -> JSONResponse | StreamingResponse:
     """Answer with a base model, a fine-tuned model or a checkpoint: a local one (LoRA adapter
     on its base, loaded on demand) or one an upstream provider serves (forwarded).
     `stream: true` sends OpenAI's `chat.completion.chunk` events."""
@@ -38,4 +38,5 @@ async def create_chat_completion(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
-    return await engine.complete(target, body)
+    # The engine's object as it is: a provider's fields (tool calls, ...) pass through.
+    return JSONResponse(await engine.complete(target, body))

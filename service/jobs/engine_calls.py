@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, or_, update
-from sqlmodel import col, select
+from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.checkpoints.models import Checkpoint
@@ -333,3 +334,307 @@ async def last_logged_step(*, session: AsyncSession, job_id: str) -> int:
     )
     data = rows.first()
     return int(data["step"]) if data else 0
+
+
+# ---------------------------------------------------------------- engines that run jobs elsewhere
+
+
+@dataclass(frozen=True)
+class RemoteEvent:
+    """An event of the job's log where it runs, with that side's id and time."""
+
+    source_id: str
+    created_at: int
+    level: str
+    message: str
+    type: str = "message"
+    data: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RemoteCheckpoint:
+    """A checkpoint where the job runs; its name is usable as a model here too."""
+
+    name: str
+    step_number: int
+    metrics: dict[str, Any]
+    created_at: int
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """What an engine saw of a job where it runs, to be mirrored here in one transaction.
+
+    `events` may repeat ones already stored (matched by `source_id`); `checkpoints`, when
+    given, is the whole list there (None: not looked at this time).
+    """
+
+    status: str
+    events: Sequence[RemoteEvent] = ()
+    checkpoints: Sequence[RemoteCheckpoint] | None = None
+    hyperparameters: Mapping[str, Any] | None = None
+    fine_tuned_model: str | None = None
+    trained_tokens: int | None = None
+    result_files: Sequence[str] = ()
+    error: dict[str, Any] | None = None
+    estimated_finish: int | None = None
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What a mirror pass changed here."""
+
+    events: int
+    checkpoints: int
+    status: str
+
+
+async def acquire_job(
+    *, session: AsyncSession, job_id: str, worker_id: str, lease_seconds: float
+) -> bool:
+    """Take (or keep) the job's lease for one pass; False when another worker holds it."""
+    t = time.time()
+    free = or_(
+        col(Job.lease_owner).is_(None),
+        col(Job.lease_owner) == worker_id,
+        col(Job.lease_expires_at) < t,
+    )
+    result = await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, free)
+        .values(lease_owner=worker_id, lease_expires_at=t + lease_seconds)
+    )
+    await session.commit()
+    return result.rowcount == 1
+
+
+async def mirror_job(
+    *,
+    session: AsyncSession,
+    job_id: str,
+    worker_id: str,
+    state: RemoteState,
+    location: str | None,
+) -> Mirrored:
+    """Bring the held job up to `state`: new events and checkpoints once each, then its status
+    along the allowed transitions (silently: the events say it), its model and results.
+
+    A status the table cannot reach (the job was cancelled here while the provider still ran
+    it) is left as it is. Reaching a final status frees the lease, as for every engine.
+    """
+    await lock_event_log(session)  # before any job row lock, as every event writer
+    job = await _held(session, job_id, worker_id)
+    wanted = {e.source_id: e for e in state.events}
+    known = set(
+        (
+            await session.exec(
+                select(JobEvent.source_id).where(
+                    JobEvent.job_id == job_id, col(JobEvent.source_id).in_(list(wanted))
+                )
+            )
+        ).all()
+    )
+    added = 0
+    for source_id, event in wanted.items():
+        if source_id in known:
+            continue
+        await append_event(
+            session,
+            job,
+            event.message,
+            level=event.level,
+            type=event.type,
+            data=event.data,
+            source_id=source_id,
+            created_at=event.created_at,
+        )
+        added += 1
+    new_checkpoints = 0
+    if state.checkpoints is not None:
+        new_checkpoints = await _mirror_checkpoints(session, job, state.checkpoints, location)
+    values: dict[str, Any] = {}
+    if state.hyperparameters:
+        method = dict(job.method)
+        config = dict(method.get(method["type"]) or {})
+        config["hyperparameters"] = {**config.get("hyperparameters", {}), **state.hyperparameters}
+        method[method["type"]] = config
+        if method != job.method:
+            values["method"] = method
+    if state.estimated_finish is not None and not states.is_terminal(job.status):
+        values["estimated_finish"] = state.estimated_finish
+    if values:
+        await session.exec(update(Job).where(col(Job.id) == job_id).values(**values))
+        for name, value in values.items():
+            setattr(job, name, value)
+    route = states.path(job.status, state.status) or []
+    for step in route:
+        final: dict[str, Any] = {}
+        if step == "succeeded":
+            final = {
+                "fine_tuned_model": state.fine_tuned_model,
+                "trained_tokens": state.trained_tokens,
+                "result_files": list(state.result_files),
+            }
+            if state.fine_tuned_model is not None:
+                await _add_model(session, job, state.fine_tuned_model, location)
+        elif step == "failed":
+            final = {"error": state.error, "trained_tokens": state.trained_tokens}
+        await transition(session, job, step, announce=False, **final)
+    await session.commit()
+    return Mirrored(events=added, checkpoints=new_checkpoints, status=job.status)
+
+
+async def _mirror_checkpoints(
+    session: AsyncSession, job: Job, seen: Sequence[RemoteCheckpoint], location: str | None
+) -> int:
+    rows = {
+        row.fine_tuned_model_checkpoint: row
+        for row in (await session.exec(select(Checkpoint).where(Checkpoint.job_id == job.id))).all()
+    }
+    names = {c.name for c in seen}
+    for name, row in rows.items():
+        if name not in names:  # no longer kept where the job runs
+            await session.delete(row)
+    added = 0
+    for checkpoint in sorted(seen, key=lambda c: c.step_number):
+        if checkpoint.name in rows:
+            continue
+        session.add(
+            Checkpoint(
+                id=new_id("ftckpt_"),
+                job_id=job.id,
+                project_id=job.project_id,
+                created_at=checkpoint.created_at,
+                step_number=checkpoint.step_number,
+                fine_tuned_model_checkpoint=checkpoint.name,
+                metrics={"step": checkpoint.step_number, **checkpoint.metrics},
+                location=location,
+            )
+        )
+        added += 1
+    await session.flush()
+    return added
+
+
+async def _add_model(session: AsyncSession, job: Job, name: str, location: str | None) -> None:
+    exists = (
+        await session.exec(select(FineTunedModel.id).where(FineTunedModel.id == name))
+    ).first()
+    if exists is None:
+        session.add(
+            FineTunedModel(
+                id=name,
+                project_id=job.project_id,
+                job_id=job.id,
+                base_model=job.base_model,
+                created_at=now(),
+                owned_by=job.organization_id,
+                location=location,
+            )
+        )
+
+
+async def release_lease(*, session: AsyncSession, job_id: str, worker_id: str) -> None:
+    """Let go of the job's lease after a pass, so that any worker may take the next one."""
+    await session.exec(
+        update(Job)
+        .where(col(Job.id) == job_id, col(Job.lease_owner) == worker_id)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+    await session.commit()
+
+
+async def note(
+    *, session: AsyncSession, job_id: str, worker_id: str, message: str, level: str = "info"
+) -> None:
+    """Log an event of the engine's own on the held job (an outage where it runs, say)."""
+    await lock_event_log(session)
+    job = await _held(session, job_id, worker_id)
+    await append_event(session, job, message, level=level)
+    await session.commit()
+
+
+@dataclass(frozen=True)
+class ImportedJob:
+    """A job as a provider holds it, to be recorded here as it is: its whole history, once."""
+
+    project_id: str
+    engine: str
+    organization_id: str
+    created_at: int
+    model: str
+    base_model: str
+    status: str
+    method: dict[str, Any]
+    seed: int
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    metadata: dict[str, str] | None = None
+    integrations: list[dict[str, Any]] | None = None
+    fine_tuned_model: str | None = None
+    finished_at: int | None = None
+    trained_tokens: int | None = None
+    result_files: Sequence[str] = ()
+    error: dict[str, Any] | None = None
+    events: Sequence[RemoteEvent] = ()
+    checkpoints: Sequence[RemoteCheckpoint] = ()
+
+
+async def import_job(
+    *,
+    session: AsyncSession,
+    imported: ImportedJob,
+    location: str,
+    with_rows: Callable[[str], Sequence[SQLModel]],
+    note: str | None = None,
+) -> Job:
+    """Record a job brought in from a provider, with its events, checkpoints and model, in one
+    transaction with the engine's own rows (`with_rows(job_id)`); nothing of it is half-written."""
+    await lock_event_log(session)
+    t = now()
+    job = Job(
+        id=new_id("ftjob-"),
+        project_id=imported.project_id,
+        created_at=imported.created_at,
+        updated_at=t,
+        model=imported.model,
+        base_model=imported.base_model,
+        engine=imported.engine,
+        organization_id=imported.organization_id,
+        training_file=imported.training_file,
+        validation_file=imported.validation_file,
+        status=imported.status,
+        method=imported.method,
+        seed=imported.seed,
+        suffix=imported.suffix,
+        metadata_=imported.metadata,
+        integrations=imported.integrations,
+        error=imported.error,
+        fine_tuned_model=imported.fine_tuned_model,
+        finished_at=imported.finished_at,
+        trained_tokens=imported.trained_tokens,
+        result_files=list(imported.result_files),
+    )
+    session.add(job)
+    await session.flush()
+    for event in imported.events:
+        await append_event(
+            session,
+            job,
+            event.message,
+            level=event.level,
+            type=event.type,
+            data=event.data,
+            source_id=event.source_id,
+            created_at=event.created_at,
+        )
+    if note:
+        await append_event(session, job, note)
+    await _mirror_checkpoints(session, job, imported.checkpoints, location)
+    if imported.status == "succeeded" and imported.fine_tuned_model:
+        await _add_model(session, job, imported.fine_tuned_model, location)
+    await session.flush()
+    session.add_all(with_rows(job.id))
+    await session.commit()
+    return job

@@ -49,8 +49,14 @@ async def append_event(
     level: str = "info",
     type: str = "message",
     data: dict[str, Any] | None = None,
+    source_id: str | None = None,
+    created_at: int | None = None,
 ) -> JobEvent:
-    """Add an event to the job's log with the next sequence number (not committed)."""
+    """Add an event to the job's log with the next sequence number (not committed).
+
+    `source_id` and `created_at` come with an event an engine reports from elsewhere: the
+    provider's id of it (stored once per job) and its time there.
+    """
     await lock_event_log(session)
     # UPDATE ... RETURNING takes the job row's lock, so concurrent writers get distinct,
     # increasing numbers on PostgreSQL as on SQLite.
@@ -67,11 +73,12 @@ async def append_event(
         job_id=job.id,
         project_id=job.project_id,
         seq=seq,
-        created_at=now(),
+        created_at=created_at if created_at is not None else now(),
         level=level,
         message=message,
         type=type,
         data=data,
+        source_id=source_id,
     )
     session.add(event)
     return event
@@ -97,9 +104,14 @@ async def transition(
     *,
     message: str | None = None,
     level: str = "info",
+    announce: bool = True,
     **fields: Any,
 ) -> None:
-    """Move the job to `target` if the status table allows it, and log it (not committed)."""
+    """Move the job to `target` if the status table allows it, and log it (not committed).
+
+    `announce=False` changes the status without an event of ours: for a job mirrored from a
+    provider, whose own events already tell the change.
+    """
     await lock_event_log(session)
     if not states.is_allowed(job.status, target):
         raise IllegalTransition(
@@ -121,5 +133,5 @@ async def transition(
     for name, value in values.items():
         setattr(job, name, value)
     text = message or states.ENTER_MESSAGES.get(target)
-    if text:
+    if text and announce:
         await append_event(session, job, text, level=level)

@@ -63,6 +63,8 @@ class JobEvent(SQLModel, table=True):
     __tablename__ = "fine_tuning_job_events"
     __table_args__ = (
         sa.UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),
+        # An engine's own id of an event it reports: a report repeated is stored once.
+        sa.UniqueConstraint("job_id", "source_id", name="uq_job_events_job_source"),
         # A project's stream replays its events in pk order.
         sa.Index("ix_job_events_project_pk", "project_id", "pk"),
     )
@@ -77,3 +79,4 @@ class JobEvent(SQLModel, table=True):
     message: str
     type: str = Field(max_length=10)
     data: dict[str, Any] | None = Field(default=None, sa_column=json_column("data"))
+    source_id: str | None = Field(default=None, max_length=100)

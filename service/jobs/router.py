@@ -28,6 +28,7 @@ from service.jobs.schemas import (
     JobCreate,
     JobList,
     JobObject,
+    JobRerun,
     MetricsHistory,
 )
 
@@ -168,6 +169,34 @@ async def resume_fine_tuning_job(
 ) -> JobObject:
     """Queue a paused job again; it continues from its last checkpoint."""
     return JobObject.from_row(await service.resume_job(session=session, engines=engines, job=job))
+
+
+@router.post(
+    "/{fine_tuning_job_id}/rerun",
+    operation_id="rerunFineTuningJob",
+    summary="Train a job's data again on another model (extension)",
+    response_model=JobObject,
+)
+async def rerun_fine_tuning_job(
+    job: JobDep,
+    body: JobRerun,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    engines: EnginesDep,
+) -> JobObject:
+    """Create a job on `model` with this job's training and validation files, method,
+    hyperparameters, suffix and seed; its metadata gains `rerun_of`. An extension: for jobs
+    imported from a provider, re-trained here on an open-weight model."""
+    created = await service.rerun_job(
+        session=session,
+        project_id=caller.project_id,
+        job=job,
+        model=body.model,
+        engines=engines,
+        settings=settings,
+    )
+    return JobObject.from_row(created)
 
 
 @router.get(

@@ -400,3 +400,11 @@ class MetricsHistory(BaseModel):
             total_steps=total_steps,
             data=[MetricsPoint.from_row(e) for e in events],
         )
+
+
+class JobRerun(RequestModel):
+    """Body of `POST /v1/fine_tuning/jobs/{id}/rerun` (extension)."""
+
+    model: str = Field(
+        min_length=1, max_length=256, description="The base model to train the same data on."
+    )

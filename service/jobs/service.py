@@ -179,10 +179,72 @@ async def create_job(
             "to Weights & Biases.",
             level="warn",
         )
+    if warning := trainable.base.retirement_warning():
+        await append_event(
+            session,
+            job,
+            f"{warning} Keep a record of what the fine-tuned model writes, and re-train it on "
+            "an open-weight model.",
+            level="warn",
+        )
     # Files were checked above (the check is cached per file, method and model).
     await transition(session, job, "queued")
     await session.commit()
     return job
+
+
+async def rerun_job(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    job: Job,
+    model: str,
+    engines: Engines,
+    settings: Settings,
+) -> Job:
+    """Create a job on `model` with another job's data, method, hyperparameters, suffix and
+    seed (an extension): to train again, here, what a provider trained."""
+    kind = job.method.get("type", "supervised")
+    try:
+        method = MethodRequest.model_validate(
+            {"type": kind, kind: _known_fields(kind, job.method.get(kind) or {})}
+        )
+    except ValueError as error:
+        raise InvalidRequest(
+            f"The method of job {job.id} cannot be run again here: {error}",
+            param="fine_tuning_job_id",
+            code="method_not_supported",
+        ) from None
+    metadata = dict(job.metadata_ or {})
+    if len(metadata) < 16:
+        metadata["rerun_of"] = job.id
+    body = JobCreate(
+        model=model,
+        training_file=job.training_file,
+        validation_file=job.validation_file,
+        method=method,
+        suffix=job.suffix,
+        seed=job.seed,
+        metadata=metadata,
+    )
+    return await create_job(
+        session=session, project_id=project_id, body=body, engines=engines, settings=settings
+    )
+
+
+def _known_fields(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """A method configuration as a provider reports it, without what a request cannot carry
+    (provider extras, hyperparameters left null)."""
+    allowed = HYPERPARAMETER_DEFAULTS[kind].model_fields
+    hyper = {
+        k: v
+        for k, v in (config.get("hyperparameters") or {}).items()
+        if k in allowed and v is not None
+    }
+    kept: dict[str, Any] = {"hyperparameters": hyper}
+    if kind == "reinforcement" and config.get("grader") is not None:
+        kept["grader"] = config["grader"]
+    return kept
 
 
 # ---------------------------------------------------------------- reading
@@ -246,7 +308,7 @@ async def _client_action(
     session: AsyncSession, engines: Engines, job: Job, action: ClientAction
 ) -> Job:
     rule = states.CLIENT_ACTIONS[action]
-    told_engine = False
+    told_engine = engine_logs = False
     for _ in range(3):
         if rule.idempotent and job.status == rule.target:
             return job
@@ -260,10 +322,12 @@ async def _client_action(
         if engine is not None and not told_engine:
             # Where the job runs hears of it first; no transaction is held meanwhile.
             await session.commit()
-            await engine.control(job, action)
+            engine_logs = await engine.control(job, action)
             told_engine = True
         try:
-            await transition(session, job, rule.target, message=rule.message)
+            await transition(
+                session, job, rule.target, message=rule.message, announce=not engine_logs
+            )
         except ConcurrentUpdate:
             # Another request or the engine moved the job first: judge again on its new status.
             await session.rollback()

@@ -55,6 +55,28 @@ def is_terminal(status: str) -> bool:
     return status in TERMINAL
 
 
+def path(current: str, target: str) -> list[str] | None:
+    """Return the shortest list of statuses that leads from `current` to `target` (empty when
+    they are equal), or None when the table allows no way there.
+
+    A job mirrored from elsewhere may have moved several times between two looks at it
+    (paused, then running again): it follows the same table, one allowed step at a time.
+    """
+    routes: dict[str, list[str]] = {current: []}
+    frontier = [current]
+    while frontier:
+        following = []
+        for status in frontier:
+            if status == target:
+                return routes[status]
+            for step in sorted(TRANSITIONS.get(status, frozenset())):
+                if step not in routes:
+                    routes[step] = [*routes[status], step]
+                    following.append(step)
+        frontier = following
+    return None
+
+
 @dataclass(frozen=True)
 class ClientAction:
     """What a client's cancel, pause or resume may do: from which statuses, to which one."""

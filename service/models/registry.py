@@ -31,6 +31,8 @@ class BaseModelSpec:
     owned_by: str = "openai"
     aliases: tuple[str, ...] = ()
     shutdown_date: date | None = None
+    # From this day the provider refuses new jobs on the model (it may still serve it).
+    training_cutoff: date | None = None
     # USD per million trained tokens for supervised and DPO training; None where training is free.
     training_price_per_million: float | None = None
     # The name of the engine that offers it; an engine stamps its own name when it registers.
@@ -40,6 +42,26 @@ class BaseModelSpec:
         """Tell whether the provider has retired this base model."""
         today = today or datetime.now(UTC).date()
         return self.shutdown_date is not None and today >= self.shutdown_date
+
+    def is_closed_to_training(self, today: date | None = None) -> bool:
+        """Tell whether the provider no longer creates jobs on this base model."""
+        today = today or datetime.now(UTC).date()
+        return self.is_shut_down(today) or (
+            self.training_cutoff is not None and today >= self.training_cutoff
+        )
+
+    def retirement_warning(self, today: date | None = None, *, days: int = 30) -> str | None:
+        """Say what retires within `days`: job creation, then the model with its fine-tunes."""
+        today = today or datetime.now(UTC).date()
+        notes = []
+        if self.training_cutoff is not None and 0 <= (self.training_cutoff - today).days <= days:
+            notes.append(f"no new fine-tuning jobs from {self.training_cutoff.isoformat()}")
+        if self.shutdown_date is not None and 0 <= (self.shutdown_date - today).days <= days:
+            notes.append(
+                f"shuts down on {self.shutdown_date.isoformat()} with every model fine-tuned "
+                "from it"
+            )
+        return f"{self.id}: " + "; ".join(notes) + "." if notes else None
 
 
 def ensure_supports(base: BaseModelSpec, method: Method, *, param: str) -> None:

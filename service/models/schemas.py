@@ -17,6 +17,14 @@ class ModelObject(BaseModel):
     shutdown_date: str | None = Field(
         default=None, description="YYYY-MM-DD after which the model stops serving, if known."
     )
+    training_cutoff: str | None = Field(
+        default=None,
+        description="Extension: YYYY-MM-DD from which its provider creates no more jobs on it.",
+    )
+    warning: str | None = Field(
+        default=None,
+        description="Extension: set within 30 days of the shutdown date or the training cutoff.",
+    )
 
 
 class ModelDeleted(BaseModel):

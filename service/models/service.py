@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -131,6 +132,7 @@ async def resolve_trainable(
             base = registry.resolve(derived.base_model)
             if base is not None:
                 _ensure_serving(base)
+                _ensure_open_to_training(base, registry)
                 return Trainable(base=base, name=derived.name, location=derived.location)
         raise InvalidRequest(
             f"Model '{name}' is not available for fine-tuning. "
@@ -139,6 +141,7 @@ async def resolve_trainable(
             code="model_not_available",
         )
     _ensure_serving(base)
+    _ensure_open_to_training(base, registry)
     return Trainable(base=base, name=base.id)
 
 
@@ -151,23 +154,44 @@ def _ensure_serving(base: BaseModelSpec) -> None:
         )
 
 
+def _ensure_open_to_training(base: BaseModelSpec, registry: ModelRegistry) -> None:
+    if not base.is_closed_to_training():
+        return
+    open_ = [m.id for m in registry.all() if not m.is_closed_to_training()]
+    alternatives = ", ".join(open_) if open_ else "none is configured"
+    raise InvalidRequest(
+        f"Model {base.id} can no longer be fine-tuned: its provider stopped creating jobs on "
+        f"{base.training_cutoff}. Models you can fine-tune here: {alternatives} "
+        "(GET /v1/models).",
+        param="model",
+        code="model_training_closed",
+    )
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
 def _base_object(base: BaseModelSpec) -> ModelObject:
     return ModelObject(
         id=base.id,
         created=base.created,
         owned_by=base.owned_by,
-        shutdown_date=base.shutdown_date.isoformat() if base.shutdown_date else None,
+        shutdown_date=_iso(base.shutdown_date),
+        training_cutoff=_iso(base.training_cutoff),
+        warning=base.retirement_warning(),
     )
 
 
 def _derived_object(derived: Derived, registry: ModelRegistry) -> ModelObject:
     base = registry.resolve(derived.base_model)
-    shutdown = base.shutdown_date if base else None
     return ModelObject(
         id=derived.name,
         created=derived.created,
         owned_by=derived.owned_by,
-        shutdown_date=shutdown.isoformat() if shutdown else None,
+        shutdown_date=_iso(base.shutdown_date) if base else None,
+        training_cutoff=_iso(base.training_cutoff) if base else None,
+        warning=base.retirement_warning() if base else None,
     )
 
 

@@ -1,16 +1,17 @@
 """End to end: the real server in a subprocess, driven over HTTP by the official openai SDK.
 
-Models and checkpoints only exist once an engine produced them. No engine runs here, so the test
-plays one: it calls the jobs service's engine-side functions on the server's database.
+Its jobs on gpt-4o-mini run on a provider of `FT_PROVIDERS`: the OpenAI-wire double of
+tests/upstream, served from a thread of this process, which the test moves step by step.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import re
 import secrets
 import string
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +24,17 @@ from openai import OpenAI
 from openai.types import FileObject
 from openai.types.fine_tuning import FineTuningJob
 
-from service.db import Database
 from tests.factories import Tenant, chat_file
-from tests.fake_engine import FakeRun
 from tests.processes import Server, serve, service_env
+from tests.upstream.openai_double import ThreadedDouble, step_metrics
 
 BASE = "gpt-4o-mini"
 SNAPSHOT = "gpt-4o-mini-2024-07-18"
-SHUTDOWN_DATE = "2027-01-14"
+# Far-away dates: OpenAI's real ones would change what the suite does the day they pass.
+SHUTDOWN_DATE = "2099-12-31"
 ORGANIZATION = "personal"
-# The engine of OpenAI's bases in a server started without providers.
-SERVED_ENGINE = "upstream"
-TRAINED_TOKENS = 1234
-HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": 1.0}
+STEPS = 12
+TRAINED_TOKENS = 1000 * STEPS
 
 
 # ---------------------------------------------------------------- the deployment under test
@@ -48,6 +47,7 @@ class Deployment:
     server: Server
     database_url: str
     admin_key: str
+    double: ThreadedDouble
 
     def client(self, key: str | None = None) -> OpenAI:
         """Return an SDK client for `key` (the admin key by default); close it after use."""
@@ -73,14 +73,27 @@ def _random_key() -> str:
 @pytest.fixture
 def deployment(database_url: str, tmp_path: Path) -> Iterator[Deployment]:
     admin_key = _random_key()
-    env = service_env(
-        data_dir=str(tmp_path / "data"),
-        database_url=database_url,
-        bootstrap_api_key=admin_key,
-        log_level="warning",
-    )
-    with serve(tmp_path, env) as server:
-        yield Deployment(server=server, database_url=database_url, admin_key=admin_key)
+    with ThreadedDouble(steps=STEPS, checkpoint_every=3, organization=ORGANIZATION) as double:
+        provider = {
+            "name": "openai",
+            "base_url": double.url,
+            "api_key": double.double.api_key,
+            "models": [{"id": BASE, "shutdown_date": SHUTDOWN_DATE}],
+        }
+        env = service_env(
+            data_dir=str(tmp_path / "data"),
+            database_url=database_url,
+            bootstrap_api_key=admin_key,
+            log_level="warning",
+            providers=json.dumps([provider]),
+            upstream_sync_running_seconds="0.1",
+            upstream_sync_queued_seconds="0.1",
+            upstream_sync_paused_seconds="0.1",
+        )
+        with serve(tmp_path, env) as server:
+            yield Deployment(
+                server=server, database_url=database_url, admin_key=admin_key, double=double
+            )
         # Shown by pytest when the test failed: the server's warnings and tracebacks.
         sys.stderr.write(server.stderr())
 
@@ -105,28 +118,14 @@ def model_ids(client: OpenAI) -> list[str]:
     return [m.id for m in client.models.list()]
 
 
-def step_metrics(step: int, total: int) -> dict[str, Any]:
-    return {
-        "step": step,
-        "train_loss": round(1.0 / step, 4),
-        "train_mean_token_accuracy": round(0.5 + step / (2 * total), 4),
-    }
-
-
-async def play_engine(database_url: str, job_id: str, *, steps: int, checkpoints: set[int]) -> None:
-    """Train `job_id` as an engine would: claim, start, report steps, succeed."""
-    database = Database(database_url)
-    try:
-        run = FakeRun(database, job_id, engine=SERVED_ENGINE)
-        await run.start(HYPERPARAMETERS)
-        for step in range(1, steps + 1):
-            metrics = step_metrics(step, steps)
-            await run.log(**metrics, total_steps=steps)
-            if step in checkpoints:
-                await run.checkpoint(metrics)
-        await run.succeed(trained_tokens=TRAINED_TOKENS)
-    finally:
-        await database.dispose()
+def wait_for(check: Any, what: str, timeout: float = 30) -> Any:
+    """Poll `check()` until it returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------- files
@@ -201,7 +200,7 @@ def test_file_expiry(sdk: OpenAI) -> None:
 # ---------------------------------------------------------------- jobs and their events
 
 
-def test_job_controls_and_paged_events(sdk: OpenAI) -> None:
+def test_job_controls_and_paged_events(deployment: Deployment, sdk: OpenAI) -> None:
     training = upload_training_file(sdk)
     job = sdk.fine_tuning.jobs.create(
         model=BASE,
@@ -238,6 +237,14 @@ def test_job_controls_and_paged_events(sdk: OpenAI) -> None:
     assert sdk.fine_tuning.jobs.list(metadata={"team": "nobody"}).data == []
     assert sdk.fine_tuning.jobs.retrieve(job.id).model_dump() == job.model_dump()
 
+    # Once the provider has the job (and has validated its file), controls go there.
+    remote = deployment.double.job_for(job.id)
+    deployment.double.call(lambda d: d.tick(remote))
+    wait_for(
+        lambda: f"Created fine-tuning job: {remote}"
+        in [e.message for e in sdk.fine_tuning.jobs.list_events(job.id, limit=100).data],
+        "the provider's events to be mirrored",
+    )
     assert sdk.fine_tuning.jobs.pause(job.id).status == "paused"
     assert sdk.fine_tuning.jobs.resume(job.id).status == "queued"
     cancelled = sdk.fine_tuning.jobs.cancel(job.id)
@@ -248,14 +255,24 @@ def test_job_controls_and_paged_events(sdk: OpenAI) -> None:
         sdk.fine_tuning.jobs.resume(job.id)
     assert not_paused.value.code == "job_not_paused"
 
+    wait_for(
+        lambda: sdk.fine_tuning.jobs.list_events(job.id, limit=1).data[0].message
+        == "Fine-tuning job cancelled",
+        "the provider's log of the controls",
+    )
+    upstream_file = deployment.double.double.jobs[remote].body["training_file"]
     first_page = sdk.fine_tuning.jobs.list_events(job.id, limit=2)
     assert len(first_page.data) == 2
     assert first_page.has_more is True
     events = list(first_page)  # the SDK follows `after=<last id>` over three pages
+    # Ours until the job left, then the provider's, each once, in its order.
     assert [e.message for e in events] == [
         "Fine-tuning job cancelled",
         "Fine-tuning job resumed",
         "Fine-tuning job paused",
+        "Files validated, moving job to queued state",
+        f"Validating training file: {upstream_file}",
+        f"Created fine-tuning job: {remote}",
         "Files validated, moving job to queued state",
         f"Validating training file: {training.id}",
         f"Created fine-tuning job: {job.id}",
@@ -274,12 +291,16 @@ def test_job_controls_and_paged_events(sdk: OpenAI) -> None:
 
 
 def train(deployment: Deployment, client: OpenAI, *, suffix: str) -> FineTuningJob:
-    """Create a job and let the engine train it: 12 steps, a checkpoint every third step."""
+    """Create a job; the provider trains it (12 steps, a checkpoint every third) to its end."""
     job = client.fine_tuning.jobs.create(
         model=BASE, training_file=upload_training_file(client).id, suffix=suffix
     )
-    asyncio.run(play_engine(deployment.database_url, job.id, steps=12, checkpoints={3, 6, 9, 12}))
-    return client.fine_tuning.jobs.retrieve(job.id)
+    remote = deployment.double.job_for(job.id)
+    deployment.double.call(lambda d: d.run_to_end(remote))
+    return wait_for(
+        lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status == "succeeded" and j,
+        "the job to succeed here",
+    )
 
 
 def test_trained_model_and_its_checkpoints(deployment: Deployment, sdk: OpenAI) -> None:
@@ -318,7 +339,7 @@ def test_trained_model_and_its_checkpoints(deployment: Deployment, sdk: OpenAI) 
         )
         assert not checkpoint.fine_tuned_model_checkpoint.startswith(f"{model}:")
         assert checkpoint.metrics.step == checkpoint.step_number
-        expected = step_metrics(checkpoint.step_number, 12)
+        expected = step_metrics(checkpoint.step_number, STEPS)
         assert checkpoint.metrics.train_loss == expected["train_loss"]
     paged = sdk.fine_tuning.jobs.checkpoints.list(done.id, limit=2)
     assert paged.has_more is True
@@ -329,7 +350,7 @@ def test_trained_model_and_its_checkpoints(deployment: Deployment, sdk: OpenAI) 
     assert f"New fine-tuned model created: {model}" in [e.message for e in events]
     metrics = [e for e in events if e.type == "metrics"]
     assert len(metrics) == 12
-    assert metrics[0].message == "Step 12/12: training loss=0.08"
+    assert metrics[0].message == "Step 12/12: training loss=0.17"
     assert metrics[0].data is not None and metrics[0].data["step"] == 12
 
     # The owner sees its fine-tuned model next to the base models, and may use its checkpoints.

@@ -31,8 +31,8 @@ pytestmark = [
 ]
 
 ADMIN_KEY = "sk-ft-two-processes-admin-0000000000000000"
-# The engine of OpenAI's bases in a server started without providers.
-SERVED_ENGINE = "upstream"
+# The servers run no worker: the test plays the local engine's worker on the shared database.
+SERVED_ENGINE = "local"
 DEADLINE = 0.2  # seconds from a commit to its event on the other server's stream
 STEPS = 5
 
@@ -128,9 +128,10 @@ async def make_project_key(http: httpx.AsyncClient) -> Tenant:
 
 
 @contextlib.contextmanager
-def two_servers(database_url: str, tmp_path: Path) -> Any:
+def two_servers(database_url: str, tmp_path: Path, models_dir: Path) -> Any:
     env = service_env(
         database_url=database_url,
+        models_dir=str(models_dir),
         data_dir=str(tmp_path / "data"),  # shared, as replicas share a volume
         bootstrap_api_key=ADMIN_KEY,
         embedded_worker="0",
@@ -143,12 +144,14 @@ def two_servers(database_url: str, tmp_path: Path) -> Any:
         yield a, b
 
 
-async def test_events_reach_the_other_servers_streams_at_once(database_url: str, tmp_path: Path):
+async def test_events_reach_the_other_servers_streams_at_once(
+    database_url: str, tmp_path: Path, tiny_model_dir: Path
+):
     latencies: dict[str, float] = {}
-    with two_servers(database_url, tmp_path) as (a, b):
+    with two_servers(database_url, tmp_path, tiny_model_dir.parent) as (a, b):
         async with httpx.AsyncClient(base_url=a.url, timeout=30) as http:
             tenant = await make_project_key(http)
-            job = await make_job(http, tenant)
+            job = await make_job(http, tenant, model="tiny-chat")
             job_id = job["id"]
             created = await stored_event_ids(http, tenant, job_id)
             assert len(created) == 3

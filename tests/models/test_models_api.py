@@ -16,7 +16,8 @@ async def test_list_shows_serving_bases_and_own_fine_tuned_models(client, databa
     assert "gpt-4o-mini-2024-07-18" in ids and model in ids
     base = next(m for m in listed["data"] if m["id"] == "gpt-4o-mini-2024-07-18")
     assert base == {"id": "gpt-4o-mini-2024-07-18", "object": "model", "created": base["created"],
-                    "owned_by": "system", "shutdown_date": SHUTDOWN.isoformat()}
+                    "owned_by": "system", "shutdown_date": SHUTDOWN.isoformat(),
+                    "training_cutoff": None, "warning": None}
     mine = next(m for m in listed["data"] if m["id"] == model)
     assert mine["owned_by"] == "org-personal" and mine["shutdown_date"] == SHUTDOWN.isoformat()
 

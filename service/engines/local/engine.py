@@ -108,14 +108,14 @@ class LocalEngine(Engine):
             )
         return await anyio.to_thread.run_sync(self.generator.load, str(folder), target.location)
 
-    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> ChatCompletion:
+    async def complete(self, target: ModelTarget, request: ChatCompletionRequest) -> dict[str, Any]:
         """Generate the completions in a thread."""
         loaded = await self._load(target)
         prompt_tokens, results = await anyio.to_thread.run_sync(
             self.generator.generate, loaded, _messages(request), _params(request)
         )
         completion_tokens = sum(r.completion_tokens for r in results)
-        return ChatCompletion(
+        completion = ChatCompletion(
             id=new_id("chatcmpl-"),
             created=now(),
             model=target.name,
@@ -133,6 +133,7 @@ class LocalEngine(Engine):
                 total_tokens=prompt_tokens + completion_tokens,
             ),
         )
+        return completion.model_dump(mode="json")
 
     async def complete_stream(
         self, target: ModelTarget, request: ChatCompletionRequest

@@ -49,6 +49,7 @@ bench: install
 	$(BIN)/python bench/job_reads.py
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/stream_latency.py
+	$(BIN)/python bench/upstream_calls.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

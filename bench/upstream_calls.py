@@ -3,7 +3,8 @@
 The service (served by uvicorn in this process, SQLite, default sync intervals: 5 s while a job
 runs upstream, 30 s while it is queued there) runs N jobs on the OpenAI-wire double of
 tests/upstream, which moves each job one tick every `--tick` seconds (validating, queued, then
-`--steps` training steps). Every request the double receives is counted. For each mode the
+`--steps` training steps over three epochs, a checkpoint at each epoch's end). Every request the
+double receives is counted. For each mode the
 script reports the calls per active job-minute (from the job's creation here to its final status
 here), the calls by kind, and how long after the provider finished a job the service knew it.
 
@@ -53,6 +54,7 @@ async def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict[str,
     webhooks = mode == "webhooks"
     double = OpenAIDouble(
         steps=args.steps,
+        checkpoint_every=max(1, args.steps // 3),  # three epochs: a checkpoint at each end
         webhook_url=f"http://127.0.0.1:{port}/v1/webhooks/openai" if webhooks else None,
         webhook_secret=WEBHOOK_SECRET if webhooks else None,
     )

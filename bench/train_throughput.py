@@ -10,7 +10,7 @@ service.engines.local.packaged.ensure_packaged_models into a temporary folder (o
 reuse a conversion); without either it falls back to `random`, a random Llama (hidden 256,
 4 layers, intermediate 688) with a byte-level BPE tokenizer trained offline on the emails. `tiny`
 (--quick) is the 2-layer hidden-64 model of the tests.
-Data: the first N emails rated 4 or 5 in /work/shared/data/emails/history.jsonl (N = 40; --quick
+Data: the first N emails rated 4 or 5 in ../shared/data/emails/history.jsonl (N = 40; --quick
 12) as chat examples: system = the department's prompt, user = `context`, assistant = subject +
 body. One file on disk, read by both sides.
 Service side (a fresh process per run): create_app on SQLite in a temporary folder, lifespan

@@ -256,17 +256,7 @@ async def succeed_job(
     """Finish the held job: record its fine-tuned model and mark it succeeded."""
     job = await _held(session, job_id, worker_id)
     name = model_name(job.base_model, organization, job.suffix)
-    session.add(
-        FineTunedModel(
-            id=name,
-            project_id=job.project_id,
-            job_id=job.id,
-            base_model=job.base_model,
-            created_at=now(),
-            owned_by=job.organization_id,
-            location=location,
-        )
-    )
+    await _add_model(session, job, name, location)
     await append_event(session, job, f"New fine-tuned model created: {name}")
     await transition(
         session,
@@ -517,6 +507,7 @@ async def _mirror_checkpoints(
 
 
 async def _add_model(session: AsyncSession, job: Job, name: str, location: str | None) -> None:
+    """Record the job's fine-tuned model, unless a report seen twice recorded it already."""
     exists = (
         await session.exec(select(FineTunedModel.id).where(FineTunedModel.id == name))
     ).first()

@@ -135,10 +135,14 @@ async def test_a_killed_api_process_loses_and_doubles_nothing(database_url: str,
 
 
 async def test_a_second_instance_as_provider_trains_and_streams_live(
-    database_url: str, tmp_path: Path, tiny_model_dir: Path
+    tmp_path: Path, tiny_model_dir: Path
 ):
     """A's job runs on B (the local engine, a tiny model, for real): A's WebSocket subscriber
-    sees B's events live, A reports B's fine-tuned model and forwards its completions."""
+    sees B's events live, A reports B's fine-tuned model and forwards its completions.
+
+    SQLite only, on both: the databases are not what this test is about (the kill test above
+    runs on both), and it trains for real."""
+    database_url = f"sqlite+aiosqlite:///{tmp_path / 'a.db'}"
     key_a, key_b = secrets.token_hex(20), secrets.token_hex(20)
     env_b = service_env(
         data_dir=str(tmp_path / "b"),

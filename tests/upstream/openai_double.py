@@ -341,12 +341,14 @@ class OpenAIDouble:
         if self.webhook_url is None or self.webhook_secret is None:
             return 0
         payload, headers = self.signed_delivery(job_id, event_type)
-        self.webhooks_sent.append({"type": event_type, "job": job_id, "headers": headers})
+        sent = {"type": event_type, "job": job_id, "headers": headers, "status": 0}
+        self.webhooks_sent.append(sent)
         try:
             async with httpx.AsyncClient(timeout=5) as http:
                 response = await http.post(self.webhook_url, content=payload, headers=headers)
         except httpx.HTTPError:
             return 0
+        sent["status"] = response.status_code
         return response.status_code
 
     # ------------------------------------------------------------ HTTP

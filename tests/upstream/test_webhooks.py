@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.settings import Settings
+from tests.events.conftest import live_server  # noqa: F401  (the app served on a port)
 from tests.factories import make_job, make_tenant
 from tests.upstream.conftest import PROVIDER, WEBHOOK_SECRET, settle, upstream_id
 
@@ -96,3 +97,23 @@ async def test_a_webhook_for_a_job_we_did_not_create_is_accepted_and_ignored(cli
     body, headers = double.signed_delivery("ftjob-elsewhere", "fine_tuning.job.failed")
     response = await client.post(HOOK, content=body, headers=headers)
     assert response.status_code == 200
+
+
+async def test_the_provider_sends_its_webhook_over_http_and_the_job_syncs_at_once(
+    client,
+    database,
+    double,
+    upstream,
+    live_server,  # noqa: F811
+):
+    double.webhook_url = f"http://127.0.0.1:{live_server.config.port}{HOOK}"
+    tenant = await make_tenant(database)
+    created = await make_job(client, tenant, model="gpt-4o-mini")
+    await settle(upstream)
+    remote = await upstream_id(database, created["id"])
+    await double.run_to_end(remote)  # the double delivers its signed webhook as it finishes
+    (sent,) = double.webhooks_sent
+    assert (sent["type"], sent["job"], sent["status"]) == ("fine_tuning.job.succeeded", remote, 200)
+    await upstream.sync.drain()
+    job = await client.get(f"/v1/fine_tuning/jobs/{created['id']}", headers=tenant.headers)
+    assert job.json()["status"] == "succeeded"

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service.db import Database, upgrade
+from service.engines.base import EngineConfigError
 from service.projects import service as projects
 from service.settings import Settings
 
@@ -167,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"invalid setting FT_{where.upper()}: {problem['msg']}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    try:
+        return _run(args, settings)
+    except EngineConfigError as error:
+        print(f"invalid configuration: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("serve", "worker"):
         # Before the engines are built: they discover model folders when they are created.
         from service.engines import prepare

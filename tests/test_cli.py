@@ -125,3 +125,21 @@ def test_a_bad_setting_stops_start_up_with_the_problem_never_the_secret(tmp_path
     assert "invalid setting FT_PROVIDERS.0.NAME" in result.stderr
     assert "invalid setting FT_PROVIDERS.0.BASE_URL" in result.stderr
     assert secret not in result.stdout + result.stderr
+
+
+def test_a_model_offered_by_two_engines_stops_start_up_clearly(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    providers = (
+        '[{"name": "gpu", "kind": "peer", "base_url": "http://127.0.0.1:9/v1", '
+        '"api_key": "sk-ft-secret-value", "models": ["tiny-chat"]}]'
+    )
+    env = service_env(
+        data_dir=str(tmp_path), models_dir=str(tiny_model_dir.parent), providers=providers
+    )
+    result = run_cli("exit", "--provider", "gpu", "--inventory-only", env=env)
+    assert result.returncode == 2
+    assert "invalid configuration: model 'tiny-chat' is offered by both 'local' and 'gpu'" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr and "sk-ft-secret-value" not in result.stderr

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 ClientAction = Literal["cancel", "pause", "resume"]
 
 
+class EngineConfigError(ValueError):
+    """The engines as configured cannot run together (a model offered twice, say)."""
+
+
 @dataclass(frozen=True)
 class ModelTarget:
     """A model a request names, resolved: a base model, or a fine-tuned model or checkpoint."""
@@ -106,7 +110,7 @@ class Engines:
         self._engines: dict[str, Engine] = {}
         for engine in engines:
             if engine.name in self._engines:
-                raise ValueError(f"two engines are named {engine.name!r}")
+                raise EngineConfigError(f"two engines are named {engine.name!r}")
             self._engines[engine.name] = engine
         self.registry = ModelRegistry()
         offered_by: dict[str, str] = {}
@@ -114,7 +118,7 @@ class Engines:
             for spec in engine.base_models():
                 for name in (spec.id, *spec.aliases):
                     if name in offered_by:
-                        raise ValueError(
+                        raise EngineConfigError(
                             f"model {name!r} is offered by both {offered_by[name]!r} and "
                             f"{engine.name!r}; a model name must belong to one engine"
                         )

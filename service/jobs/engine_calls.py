@@ -428,16 +428,7 @@ async def mirror_job(
     for source_id, event in wanted.items():
         if source_id in known:
             continue
-        await append_event(
-            session,
-            job,
-            event.message,
-            level=event.level,
-            type=event.type,
-            data=event.data,
-            source_id=source_id,
-            created_at=event.created_at,
-        )
+        await _append_remote(session, job, event)
         added += 1
     new_checkpoints = 0
     if state.checkpoints is not None:
@@ -472,6 +463,20 @@ async def mirror_job(
         await transition(session, job, step, announce=False, **final)
     await session.commit()
     return Mirrored(events=added, checkpoints=new_checkpoints, status=job.status)
+
+
+async def _append_remote(session: AsyncSession, job: Job, event: RemoteEvent) -> None:
+    """Add a provider's event to the job's log, with its id and time there."""
+    await append_event(
+        session,
+        job,
+        event.message,
+        level=event.level,
+        type=event.type,
+        data=event.data,
+        source_id=event.source_id,
+        created_at=event.created_at,
+    )
 
 
 async def _mirror_checkpoints(
@@ -610,16 +615,7 @@ async def import_job(
     session.add(job)
     await session.flush()
     for event in imported.events:
-        await append_event(
-            session,
-            job,
-            event.message,
-            level=event.level,
-            type=event.type,
-            data=event.data,
-            source_id=event.source_id,
-            created_at=event.created_at,
-        )
+        await _append_remote(session, job, event)
     if note:
         await append_event(session, job, note)
     await _mirror_checkpoints(session, job, imported.checkpoints, location)

@@ -131,8 +131,7 @@ async def resolve_trainable(
         if derived is not None:
             base = registry.resolve(derived.base_model)
             if base is not None:
-                _ensure_serving(base)
-                _ensure_open_to_training(base, registry)
+                _ensure_trainable(base, registry)
                 return Trainable(base=base, name=derived.name, location=derived.location)
         raise InvalidRequest(
             f"Model '{name}' is not available for fine-tuning. "
@@ -140,21 +139,18 @@ async def resolve_trainable(
             param="model",
             code="model_not_available",
         )
-    _ensure_serving(base)
-    _ensure_open_to_training(base, registry)
+    _ensure_trainable(base, registry)
     return Trainable(base=base, name=base.id)
 
 
-def _ensure_serving(base: BaseModelSpec) -> None:
+def _ensure_trainable(base: BaseModelSpec, registry: ModelRegistry) -> None:
+    """Refuse a base that is shut down, or that its provider no longer trains."""
     if base.is_shut_down():
         raise InvalidRequest(
             f"Model {base.id} was shut down on {base.shutdown_date}.",
             param="model",
             code="model_shut_down",
         )
-
-
-def _ensure_open_to_training(base: BaseModelSpec, registry: ModelRegistry) -> None:
     if not base.is_closed_to_training():
         return
     open_ = [m.id for m in registry.all() if not m.is_closed_to_training()]
@@ -184,15 +180,10 @@ def _base_object(base: BaseModelSpec) -> ModelObject:
 
 
 def _derived_object(derived: Derived, registry: ModelRegistry) -> ModelObject:
+    """A fine-tuned model or checkpoint retires with its base: it shows the base's dates."""
+    own = {"id": derived.name, "created": derived.created, "owned_by": derived.owned_by}
     base = registry.resolve(derived.base_model)
-    return ModelObject(
-        id=derived.name,
-        created=derived.created,
-        owned_by=derived.owned_by,
-        shutdown_date=_iso(base.shutdown_date) if base else None,
-        training_cutoff=_iso(base.training_cutoff) if base else None,
-        warning=base.retirement_warning() if base else None,
-    )
+    return _base_object(base).model_copy(update=own) if base else ModelObject(**own)
 
 
 async def list_models(
@@ -237,7 +228,9 @@ async def delete_model(
     and the grants on it. Return its name."""
     derived = await find_derived(session, name)
     if derived is None or derived.is_checkpoint or derived.project_id != project_id:
-        visible = derived is not None and await visible_derived(session, project_id, name)
+        visible = derived is not None and (
+            derived.project_id == project_id or await _shared_with(session, project_id, name)
+        )
         if engines.registry.resolve(name) is not None or visible:
             raise PermissionDenied(
                 f"You are not allowed to delete the model '{name}'; only your own fine-tuned "
@@ -248,8 +241,9 @@ async def delete_model(
         raise _model_not_found(name)
     engine = engines.get(derived.engine)
     if engine is not None:
-        # Before the record goes: an engine that cannot delete (its provider refuses) leaves
-        # the model as it was, and the client may try again.
+        # Before the record goes, and with no transaction held while it works: an engine that
+        # cannot delete (its provider refuses) leaves the model as it was, to be tried again.
+        await session.commit()
         await engine.delete_model(_target(derived))
     row = (await session.exec(select(FineTunedModel).where(FineTunedModel.id == name))).first()
     grants = await session.exec(

@@ -30,7 +30,7 @@ from sqlmodel import col, select
 
 from service.db import Database
 from service.engines.upstream.models import ModelRecord, UpstreamFile, UpstreamJob
-from service.engines.upstream.sync import CLOSED, STATUSES
+from service.engines.upstream.sync import CLOSED, STATUSES, local_copy
 from service.errors import APIError
 from service.files.models import File
 from service.files.service import content_path, create_fetched_file
@@ -86,9 +86,7 @@ class ProviderExit:
 
     async def inventory(self) -> dict[str, Any]:
         """The account's fine-tuning files, jobs and models, and what of them is here."""
-        files = [f async for f in await self.client.files.list(limit=10_000)]
-        files = [f for f in files if f.purpose in TRAINING_PURPOSES]
-        jobs = [j async for j in await self.client.fine_tuning.jobs.list(limit=100)]
+        files, jobs = await self._account_files(), await self._account_jobs()
         async with self.database.session() as session:
             local_files = dict(
                 (
@@ -149,6 +147,15 @@ class ProviderExit:
             ],
         }
 
+    async def _account_files(self) -> list[Any]:
+        """The account's training, validation and results files."""
+        files = [f async for f in await self.client.files.list(limit=10_000)]
+        return [f for f in files if f.purpose in TRAINING_PURPOSES]
+
+    async def _account_jobs(self) -> list[Any]:
+        """The account's fine-tuning jobs, newest first (every page)."""
+        return [j async for j in await self.client.fine_tuning.jobs.list(limit=100)]
+
     def _shutdown(self, model: str) -> str | None:
         base = self.engine.base_spec(_base_of(model))
         return base.shutdown_date.isoformat() if base and base.shutdown_date else None
@@ -159,25 +166,17 @@ class ProviderExit:
         self, *, project_id: str, progress: Progress = _quiet, report: ExitReport
     ) -> None:
         """Download the account's files, then record its jobs, into the project."""
-        files = [f async for f in await self.client.files.list(limit=10_000)]
-        files = [f for f in files if f.purpose in TRAINING_PURPOSES]
+        files = await self._account_files()
         for done, upstream_file in enumerate(files, 1):
             await self._import_file(project_id, upstream_file, report)
             progress("files", done, len(files))
-        jobs = [j async for j in await self.client.fine_tuning.jobs.list(limit=100)]
+        jobs = await self._account_jobs()
         for done, upstream_job in enumerate(reversed(jobs), 1):  # oldest first
             await self._import_job(project_id, upstream_job, report)
             progress("jobs", done, len(jobs))
 
     async def _mapped(self, upstream_id: str) -> str | None:
-        async with self.database.session() as session:
-            return (
-                await session.exec(
-                    select(UpstreamFile.file_id).where(
-                        UpstreamFile.provider == self.name, UpstreamFile.upstream_id == upstream_id
-                    )
-                )
-            ).first()
+        return await local_copy(self.database, self.name, upstream_id)
 
     async def _import_file(self, project_id: str, upstream: Any, report: ExitReport) -> None:
         if await self._mapped(upstream.id) is not None:

@@ -426,7 +426,7 @@ class UpstreamSync:
     async def _result_file(self, job: Job, upstream_id: str) -> str:
         """Return our copy of a results file of the provider, fetched the first time."""
         name = self.engine.name
-        known = await self._fetched(upstream_id)
+        known = await local_copy(self.database, self.engine.name, upstream_id)
         if known is not None:
             return known
         meta = await self.engine.client.files.retrieve(upstream_id)
@@ -449,22 +449,11 @@ class UpstreamSync:
                     with_rows=[mapping],
                 )
             except IntegrityError:  # another replica fetched it first
-                known = await self._fetched(upstream_id)
+                known = await local_copy(self.database, self.engine.name, upstream_id)
                 if known is None:
                     raise
                 return known
         return file_id
-
-    async def _fetched(self, upstream_id: str) -> str | None:
-        async with self.database.session() as session:
-            return (
-                await session.exec(
-                    select(UpstreamFile.file_id).where(
-                        UpstreamFile.provider == self.engine.name,
-                        UpstreamFile.upstream_id == upstream_id,
-                    )
-                )
-            ).first()
 
     # ------------------------------------------------------------ bookkeeping
 
@@ -569,6 +558,18 @@ class UpstreamSync:
             found = await _find_link(session, link.job_id)
             assert found is not None
             return found
+
+
+async def local_copy(database: Database, provider: str, upstream_id: str) -> str | None:
+    """Return our id of a provider's file already fetched here (a results or imported file)."""
+    async with database.session() as session:
+        return (
+            await session.exec(
+                select(UpstreamFile.file_id).where(
+                    UpstreamFile.provider == provider, UpstreamFile.upstream_id == upstream_id
+                )
+            )
+        ).first()
 
 
 async def _find_link(session: AsyncSession, job_id: str) -> UpstreamJob | None:

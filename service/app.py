@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
-from service.engines import build_engines
+from service.engines import build_engines, exit_runs
 from service.engines.base import Engines
 from service.engines.router import router as webhooks_router
 from service.errors import APIError, ErrorResponse, error_envelope
@@ -227,8 +227,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                 yield
             finally:
                 stopping.set()
-                for current in app.state.exit_runs.values():
-                    current["task"].cancel()  # a provider exit continues when started again
+                app.state.exit_runs.cancel()  # a provider exit continues when started again
                 hub.close()  # open streams end
                 poller.stop()
                 janitor.cancel()
@@ -253,7 +252,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
     )
     app.state.settings = settings
     app.state.engines = engines or build_engines(settings)
-    app.state.exit_runs = {}  # provider -> the last exit run this process started
+    app.state.exit_runs = exit_runs()
     _install_error_handlers(app)
     routers = (
         files_router,

@@ -14,9 +14,17 @@ from service.errors import NotFound
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.engines.upstream.exit import ProviderExit
+    from service.engines.upstream.exit import ExitRuns, ProviderExit
 
-__all__ = ["Engine", "Engines", "ModelTarget", "build_engines", "prepare", "provider_exit"]
+__all__ = [
+    "Engine",
+    "Engines",
+    "exit_runs",
+    "ModelTarget",
+    "build_engines",
+    "prepare",
+    "provider_exit",
+]
 
 
 def prepare(settings: Settings) -> None:
@@ -49,3 +57,10 @@ def provider_exit(engines: Engines, name: str, database: Database) -> ProviderEx
     if not isinstance(engine, UpstreamEngine):
         raise NotFound(f"No provider named '{name}' is configured.", code="provider_not_found")
     return ProviderExit(engine=engine, database=database)
+
+
+def exit_runs() -> ExitRuns:
+    """A registry of the provider exits a process runs in the background."""
+    from service.engines.upstream.exit import ExitRuns
+
+    return ExitRuns()

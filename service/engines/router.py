@@ -7,7 +7,6 @@ signature, which the provider's engine verifies with the provider's `webhook_sec
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
@@ -16,7 +15,7 @@ from fastapi.responses import JSONResponse
 from service.deps import AdminDep, DatabaseDep, EnginesDep
 from service.engines import provider_exit
 from service.engines.schemas import ExitRequest
-from service.errors import Conflict, NotFound
+from service.errors import NotFound
 from service.projects import service as projects
 
 router = APIRouter(tags=["Webhooks"])
@@ -82,19 +81,13 @@ async def start_provider_exit(
     """Start importing (files, then jobs with their events, checkpoints and models) into a
     project, and recording each fine-tuned model's answers; follow it with GET. A run that is
     stopped can be started again: it continues and doubles nothing."""
-    from service.engines.upstream.exit import ExitRun, run_exit
-
     exit_ = provider_exit(engines, provider, database)
-    runs: dict[str, Any] = request.app.state.exit_runs
-    current = runs.get(provider)
-    if current is not None and current["run"].status == "running":
-        raise Conflict(f"An exit from {provider} is running already.", code="exit_running")
     project_id = body.project_id or caller.project_id
     async with database.session() as session:
         await projects.get_project(session=session, project_id=project_id)
-    run = ExitRun(provider=provider, project_id=project_id, steps=list(body.steps))
-    task = asyncio.create_task(run_exit(exit_, run, prompts_file=body.prompts_file))
-    runs[provider] = {"run": run, "task": task}
+    run = request.app.state.exit_runs.start(
+        exit_, project_id=project_id, steps=list(body.steps), prompts_file=body.prompts_file
+    )
     return JSONResponse(run.as_dict(), status_code=202)
 
 
@@ -113,8 +106,8 @@ async def get_provider_exit(
 ) -> dict[str, Any]:
     """Where the last run started by this process stands, and what it did."""
     provider_exit(engines, provider, database)  # 404 for an unknown provider
-    current = request.app.state.exit_runs.get(provider)
-    if current is None:
+    run = request.app.state.exit_runs.latest(provider)
+    if run is None:
         raise NotFound(f"No exit from {provider} was started.", code="exit_not_found")
-    result: dict[str, Any] = current["run"].as_dict()
+    result: dict[str, Any] = run.as_dict()
     return result

@@ -15,6 +15,7 @@ jobs) or the model's name (records) and not done twice. `progress(step, done, to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import tempfile
@@ -31,7 +32,7 @@ from sqlmodel import col, select
 from service.db import Database
 from service.engines.upstream.models import ModelRecord, UpstreamFile, UpstreamJob
 from service.engines.upstream.sync import CLOSED, STATUSES, local_copy
-from service.errors import APIError
+from service.errors import APIError, Conflict
 from service.files.models import File
 from service.files.service import content_path, create_fetched_file
 from service.ids import new_id, now
@@ -511,3 +512,32 @@ async def run_exit(exit_: ProviderExit, run: ExitRun, *, prompts_file: str | Non
         run.error = f"Provider {exit_.name}: {exit_.engine.redact(str(error))}; run it again."
     finally:
         run.finished_at = now()
+
+
+class ExitRuns:
+    """The exit runs this process started, the last one per provider (one at a time each)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, tuple[ExitRun, asyncio.Task[None]]] = {}
+
+    def start(
+        self, exit_: ProviderExit, *, project_id: str, steps: list[str], prompts_file: str | None
+    ) -> ExitRun:
+        """Start a run in the background; a 409 while another runs for the same provider."""
+        current = self.latest(exit_.name)
+        if current is not None and current.status == "running":
+            raise Conflict(f"An exit from {exit_.name} is running already.", code="exit_running")
+        run = ExitRun(provider=exit_.name, project_id=project_id, steps=steps)
+        task = asyncio.create_task(run_exit(exit_, run, prompts_file=prompts_file))
+        self._runs[exit_.name] = (run, task)
+        return run
+
+    def latest(self, provider: str) -> ExitRun | None:
+        """The last run started for the provider, if any."""
+        found = self._runs.get(provider)
+        return found[0] if found else None
+
+    def cancel(self) -> None:
+        """Stop the runs under way (at shutdown); each continues when started again."""
+        for _, task in self._runs.values():
+            task.cancel()

@@ -41,6 +41,8 @@ from service.poller import Poller
 from service.projects import service as projects
 from service.projects.router import router as projects_router
 from service.settings import Settings
+from service.studio.router import router as studio_router
+from service.studio.service import LazyRedactor
 from service.validation_errors import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,11 @@ TAGS = [
     {"name": "Organization", "description": "Projects and API keys (admin keys only)."},
     {"name": "Webhooks", "description": "Webhooks from upstream providers (signed)."},
     {"name": "Providers", "description": "Leaving a provider: inventory, import, record."},
+    {
+        "name": "Email studio",
+        "description": "From rated e-mail history to department and personal models: datasets "
+        "with personal data removed, evaluations, feedback-driven retraining, model aliases.",
+    },
     {"name": "Health", "description": "Liveness for load balancers and orchestrators."},
 ]
 
@@ -253,6 +260,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
     app.state.settings = settings
     app.state.engines = engines or build_engines(settings)
     app.state.exit_runs = exit_runs()
+    app.state.redactor = LazyRedactor()
     _install_error_handlers(app)
     routers = (
         files_router,
@@ -263,6 +271,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
         inference_router,
         projects_router,
         webhooks_router,
+        studio_router,
     )
     for router in routers:
         app.include_router(router, responses=_ERROR_RESPONSES)

@@ -15,12 +15,14 @@ from service.idempotency import IdempotencyRecord
 from service.jobs.models import Job, JobEvent
 from service.models.models import FineTunedModel
 from service.projects.models import ApiKey, Project
+from service.studio.models import EmailDataset, StudioSettings
 
 metadata = SQLModel.metadata
 
 __all__ = [
     "ApiKey",
     "Checkpoint",
+    "EmailDataset",
     "CheckpointPermission",
     "File",
     "FileCheck",
@@ -31,6 +33,7 @@ __all__ = [
     "JobEvent",
     "Project",
     "StreamTicket",
+    "StudioSettings",
     "UpstreamFile",
     "UpstreamJob",
     "WebhookDelivery",

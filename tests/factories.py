@@ -35,15 +35,21 @@ async def make_tenant(database: Database, name: str = "acme", *, admin: bool = F
 
 
 EMAIL_PAIRS = [
-    ("Remercie Mme Durand pour sa commande de 12 chaises.",
-     "Bonjour Madame Durand,\n\nMerci pour votre commande de 12 chaises. Elle sera livrée "
-     "sous huit jours.\n\nCordialement,\nL'équipe commerciale"),
-    ("Confirm the meeting with Mr. Okafor on Tuesday at 10am.",
-     "Dear Mr. Okafor,\n\nI am writing to confirm our meeting on Tuesday at 10am.\n\n"
-     "Kind regards,\nRomain"),
-    ("Informe le client que son ticket est transmis à l'équipe technique.",
-     "Bonjour,\n\nVotre demande a été transmise à notre équipe technique, qui reviendra vers "
-     "vous sous 48 heures.\n\nBien cordialement,\nLe support"),
+    (
+        "Remercie Mme Durand pour sa commande de 12 chaises.",
+        "Bonjour Madame Durand,\n\nMerci pour votre commande de 12 chaises. Elle sera livrée "
+        "sous huit jours.\n\nCordialement,\nL'équipe commerciale",
+    ),
+    (
+        "Confirm the meeting with Mr. Okafor on Tuesday at 10am.",
+        "Dear Mr. Okafor,\n\nI am writing to confirm our meeting on Tuesday at 10am.\n\n"
+        "Kind regards,\nRomain",
+    ),
+    (
+        "Informe le client que son ticket est transmis à l'équipe technique.",
+        "Bonjour,\n\nVotre demande a été transmise à notre équipe technique, qui reviendra vers "
+        "vous sous 48 heures.\n\nBien cordialement,\nLe support",
+    ),
 ]
 
 
@@ -147,3 +153,15 @@ def preference_file(n: int = 10) -> bytes:
 def reinforcement_file(n: int = 10) -> bytes:
     """A valid reinforcement training file of n examples."""
     return jsonl([reinforcement_example(i) for i in range(n)])
+
+
+def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
+    """Check an error answer has OpenAI's envelope and return its `error` object."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    error: dict[str, Any] = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert isinstance(error["message"], str) and error["message"]
+    return error

@@ -51,6 +51,9 @@ class Engine(ABC):
 
     #: Unique in a deployment; stored on every job the engine runs.
     name: str
+    #: True when training data never leaves this deployment's machines (so unredacted
+    #: personal data may be trained on).
+    keeps_data_local: bool = False
 
     @abstractmethod
     def base_models(self) -> Sequence[BaseModelSpec]:

@@ -31,6 +31,8 @@ class File(SQLModel, table=True):
     # Detected training-data format (chat, preference, reinforcement) for purpose fine-tune.
     format: str | None = Field(default=None, max_length=20)
     stats: dict[str, Any] | None = Field(default=None, sa_column=json_column("stats"))
+    # Training data built without redaction: only engines that keep data local may train on it.
+    personal_data: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class FileCheck(SQLModel, table=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -21,7 +22,7 @@ from service.files.upload import ReceivedUpload
 from service.ids import new_id, now
 from service.models.registry import BaseModelSpec, Method, ensure_supports
 from service.pagination import page
-from service.training_data.formats import Format, ParseResult, validate_file
+from service.training_data.formats import Format, ParseResult, validate_file, validate_lines
 from service.training_data.report import CheckReport, build_report
 
 EXPIRY_RANGE = (3600, 2_592_000)
@@ -166,6 +167,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Generated:
+    """A file the service writes itself: its name and content."""
+
+    filename: str
+    content: bytes
+    file_id: str | None = None
+
+
 async def create_file_from_bytes(
     *,
     session: AsyncSession,
@@ -177,26 +187,73 @@ async def create_file_from_bytes(
     file_id: str | None = None,
     with_rows: Sequence[SQLModel] = (),
 ) -> File:
-    """Store content produced or fetched by the service itself (e.g. a job's results file).
+    """Store content produced by the service itself (e.g. a job's results file).
 
     `with_rows` (which may refer to `file_id`) are committed with the file, or not at all.
     """
-    row = File(
-        id=file_id or new_id("file-"),
+    (row,) = await create_generated_files(
+        session=session,
         project_id=project_id,
-        bytes=len(content),
-        created_at=now(),
-        filename=filename,
+        files_dir=files_dir,
         purpose=purpose,
-        sha256=hashlib.sha256(content).hexdigest(),
+        files=[Generated(filename, content, file_id)],
+        with_rows=with_rows,
     )
+    return row
 
-    def write(destination: Path) -> None:
-        tmp = destination.with_suffix(".tmp")
-        tmp.write_bytes(content)
-        tmp.replace(destination)
 
-    return await _store(session, row, files_dir, write, with_rows)
+async def create_generated_files(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    files_dir: Path,
+    purpose: str,
+    files: Sequence[Generated],
+    with_rows: Sequence[SQLModel] = (),
+    personal_data: bool = False,
+) -> list[File]:
+    """Store files the service wrote (a studio dataset's training and validation files).
+
+    Training data gets the checks of an upload. All files and `with_rows` are committed
+    together, or nothing is. `personal_data` marks training data that was not redacted: only
+    engines that keep data on this machine train on it.
+    """
+    rows: list[File] = []
+    for generated in files:
+        parsed = None
+        if purpose == "fine-tune":
+            parsed = await anyio.to_thread.run_sync(_validate_content, generated.content)
+            _reject_bad_training_data(parsed)
+        rows.append(
+            File(
+                id=generated.file_id or new_id("file-"),
+                project_id=project_id,
+                bytes=len(generated.content),
+                created_at=now(),
+                filename=generated.filename,
+                purpose=purpose,
+                sha256=hashlib.sha256(generated.content).hexdigest(),
+                format=parsed.format if parsed else None,
+                stats=parsed.stats if parsed else None,
+                personal_data=personal_data,
+            )
+        )
+
+    def writer(content: bytes) -> Callable[[Path], None]:
+        def write(destination: Path) -> None:
+            tmp = destination.with_suffix(".tmp")
+            tmp.write_bytes(content)
+            tmp.replace(destination)
+
+        return write
+
+    placed = [(row, writer(g.content)) for row, g in zip(rows, files, strict=True)]
+    await _store_many(session, placed, files_dir, with_rows)
+    return rows
+
+
+def _validate_content(content: bytes) -> ParseResult:
+    return validate_lines(content.splitlines(keepends=True))
 
 
 async def _store(
@@ -206,21 +263,34 @@ async def _store(
     place: Callable[[Path], None],
     with_rows: Sequence[SQLModel] = (),
 ) -> File:
-    destination = content_path(files_dir, row.id)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    # Content first, then the row: a failed commit removes the content again, so neither a
-    # row without content nor content without a row survives.
-    await anyio.to_thread.run_sync(place, destination)
-    session.add(row)
+    await _store_many(session, [(row, place)], files_dir, with_rows)
+    return row
+
+
+async def _store_many(
+    session: AsyncSession,
+    placed: Sequence[tuple[File, Callable[[Path], None]]],
+    files_dir: Path,
+    with_rows: Sequence[SQLModel] = (),
+) -> None:
+    destinations: list[Path] = []
     try:
+        # Contents first, then the rows: a failed commit removes the contents again, so neither
+        # a row without content nor content without a row survives.
+        for row, place in placed:
+            destination = content_path(files_dir, row.id)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            await anyio.to_thread.run_sync(place, destination)
+            destinations.append(destination)
+        session.add_all([row for row, _ in placed])
         if with_rows:
-            await session.flush()  # the file row first: the others may refer to it
+            await session.flush()  # the file rows first: the others may refer to them
             session.add_all(with_rows)
         await session.commit()
     except BaseException:
-        destination.unlink(missing_ok=True)
+        for destination in destinations:
+            destination.unlink(missing_ok=True)
         raise
-    return row
 
 
 async def get_file(*, session: AsyncSession, project_id: str, file_id: str) -> File:

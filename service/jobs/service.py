@@ -11,7 +11,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.checkpoints.models import Checkpoint
-from service.engines.base import ClientAction, Engines
+from service.engines.base import ClientAction, Engine, Engines
 from service.errors import InvalidRequest, NotFound
 from service.files.models import File
 from service.files.service import check_file, get_file
@@ -100,6 +100,19 @@ async def _training_files(
     return _Files(training=training, validation=validation)
 
 
+def _keep_personal_data_local(files: _Files, engine: Engine) -> None:
+    """Refuse to send unredacted training data to an engine that trains elsewhere."""
+    for row, param in ((files.training, "training_file"), (files.validation, "validation_file")):
+        if row is not None and row.personal_data and not engine.keeps_data_local:
+            raise InvalidRequest(
+                f"File {row.id} holds personal data that was not redacted; it can only train "
+                "models on this deployment's own engine. Build the dataset with redaction on "
+                "to train elsewhere.",
+                param=param,
+                code="personal_data_not_redacted",
+            )
+
+
 async def _validate_contents(
     session: AsyncSession, files: _Files, trainable: Trainable, method: str, settings: Settings
 ) -> None:
@@ -142,6 +155,7 @@ async def create_job(
     engine = engines.serving(trainable.base.engine, model=body.model)
     engine.check_job(base=trainable.base, method=method)
     files = await _training_files(session, project_id, body, kind)
+    _keep_personal_data_local(files, engine)
     await _validate_contents(session, files, trainable, kind, settings)
 
     created = now()

@@ -33,7 +33,7 @@ _TITLE = (
     r"|Professeur|Mr\.?|Mrs\.?|Ms\.?|Miss|Mx\.?|Sir|Dame|Prof\.?)"
 )
 _GREETING = r"(?:Bonjour|Bonsoir|Cher|Chère|Chers|Chères|Dear|Hello|Hi|Hey|Salut|Coucou)"
-_CLOSING = (
+CLOSING = (
     r"(?:(?:Bien |Très )?[Cc]ordialement|Bien à (?:vous|toi)|(?:Bien )?[Aa]micalement"
     r"|Respectueusement"
     r"|(?:Sincères |Meilleures |Mes )?[Ss]alutations(?: distinguées)?|Bonne (?:journée|soirée)"
@@ -48,8 +48,8 @@ _GREETED = re.compile(
     rf"(?m)^[ \t]*{_GREETING}[ \t]+(?:{_TITLE}[ \t]+)?(?P<name>{NAME})[ \t]*[,!\n]"
 )
 _SIGNED = re.compile(
-    rf"(?m)^[ \t]*{_CLOSING}[ \t]*[,.!]?[ \t]*(?:\n[ \t]*)+(?P<name>{NAME})[ \t]*,?[ \t]*$"
-    rf"|^[ \t]*{_CLOSING}[ \t]*,[ \t]*(?P<inline>{NAME})[ \t]*$"
+    rf"(?m)^[ \t]*{CLOSING}[ \t]*[,.!]?[ \t]*(?:\n[ \t]*)+(?P<name>{NAME})[ \t]*,?[ \t]*$"
+    rf"|^[ \t]*{CLOSING}[ \t]*,[ \t]*(?P<inline>{NAME})[ \t]*$"
 )
 _WORDS = re.compile(_WORD)
 

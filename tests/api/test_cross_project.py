@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from service.db import Database
-from tests.factories import Tenant, chat_file, make_file, make_job, make_tenant
+from tests.factories import Tenant, assert_envelope, chat_file, make_file, make_job, make_tenant
 from tests.fake_engine import FakeRun
 
 MISSING = {
@@ -23,17 +23,6 @@ MISSING = {
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
-    """Check an error answer has OpenAI's envelope and return its `error` object."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 async def finish_job(database: Database, job_id: str) -> tuple[str, str]:

@@ -11,21 +11,9 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.factories import Tenant, make_file, make_job, make_tenant
+from tests.factories import Tenant, assert_envelope, make_file, make_job, make_tenant
 
 JOBS = "/v1/fine_tuning/jobs"
-
-
-def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
-    """Check an error answer has OpenAI's envelope and return its `error` object."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ from tests.factories import chat_file, make_file, make_job, make_tenant
 @pytest.fixture
 async def tight_client(settings, engines) -> AsyncIterator[httpx.AsyncClient]:
     """The app with a 2 KiB cap on JSON bodies and a 0.3 s idle timeout on uploads."""
-    tight = settings.model_copy(
-        update={"max_json_bytes": 2048, "upload_idle_timeout_seconds": 0.3}
-    )
+    tight = settings.model_copy(update={"max_json_bytes": 2048, "upload_idle_timeout_seconds": 0.3})
     app = create_app(tight, engines=engines)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -74,8 +72,12 @@ async def test_stalled_upload_times_out_and_leaves_nothing(tight_client, setting
 
 @pytest.mark.parametrize(
     "url",
-    ["/v1/files/file-%00", "/v1/models/ft:%00", "/v1/fine_tuning/jobs?after=%00",
-     "/v1/fine_tuning/jobs?metadata[k]=%00"],
+    [
+        "/v1/files/file-%00",
+        "/v1/models/ft:%00",
+        "/v1/fine_tuning/jobs?after=%00",
+        "/v1/fine_tuning/jobs?metadata[k]=%00",
+    ],
 )
 async def test_nul_in_the_url_is_400(client, database, url):
     tenant = await make_tenant(database)
@@ -129,7 +131,8 @@ async def test_metadata_keys_with_quotes_are_refused(client, database):
     tenant = await make_tenant(database)
     file_id = await make_file(client, tenant)
     created = await client.post(
-        "/v1/fine_tuning/jobs", headers=tenant.headers,
+        "/v1/fine_tuning/jobs",
+        headers=tenant.headers,
         json={"model": "gpt-4o-mini", "training_file": file_id, "metadata": {'a"b': "x"}},
     )
     assert created.status_code == 400 and created.json()["error"]["param"].startswith("metadata")

@@ -15,20 +15,10 @@ from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.jobs import service as jobs_service
 from service.projects.service import authenticate_key
 from service.settings import Settings
-from tests.factories import Tenant, chat_file, make_file, make_tenant, upload
+from tests.factories import Tenant, assert_envelope, chat_file, make_file, make_tenant, upload
 from tests.fake_engine import fake_engines
 
 JOBS = "/v1/fine_tuning/jobs"
-
-
-def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
-    """Check an error answer has OpenAI's envelope and return its `error` object."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    return error
 
 
 def with_key(tenant: Tenant, key: str) -> dict[str, str]:
@@ -344,9 +334,7 @@ async def test_repeat_while_the_first_is_in_progress_is_409(
     assert await job_ids(client, tenant) == []
 
 
-async def test_a_reservation_left_by_a_crash_is_taken_over(
-    client, database, tenant, training_file
-):
+async def test_a_reservation_left_by_a_crash_is_taken_over(client, database, tenant, training_file):
     started = time.time() - IN_PROGRESS_LEASE_SECONDS - 1
     await reserve(database, tenant, "crashed", started=started)
     response = await create_job(

@@ -18,6 +18,7 @@ from service.models.registry import ALL_METHODS, BaseModelSpec
 from service.settings import Settings
 from tests.factories import (
     Tenant,
+    assert_envelope,
     chat_example,
     chat_file,
     jsonl,
@@ -32,17 +33,6 @@ SMALL_LIMIT = 2048
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def assert_envelope(response: httpx.Response, status: int) -> dict[str, Any]:
-    """Check an error answer has OpenAI's envelope and return its `error` object."""
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == {"error"}
-    error: dict[str, Any] = body["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert isinstance(error["message"], str) and error["message"]
-    return error
 
 
 def stored_paths(settings: Settings) -> list[Path]:

@@ -45,6 +45,7 @@ class LocalEngine(Engine):
     """Trains with TRL + LoRA in a trainer process; serves base models and their adapters."""
 
     name = ENGINE_NAME
+    keeps_data_local = True
 
     def __init__(self, *, settings: Settings, models: Sequence[LocalModel] | None = None) -> None:
         self.settings = settings

@@ -1,0 +1,133 @@
+"""HTTP routes of the email studio: `/v1/email/...`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
+from service.studio import service
+from service.studio.schemas import (
+    DatasetCreate,
+    DatasetList,
+    DatasetObject,
+    RedactionList,
+    RedactRequest,
+    SettingsObject,
+    SettingsUpdate,
+)
+
+router = APIRouter(prefix="/v1/email", tags=["Email studio"])
+
+
+def get_redactor(request: Request) -> service.LazyRedactor:
+    """Return the app's redactor (built on first use)."""
+    redactor: service.LazyRedactor = request.app.state.redactor
+    return redactor
+
+
+RedactorDep = Annotated[service.LazyRedactor, Depends(get_redactor)]
+DatasetId = Annotated[str, Path(max_length=64, examples=["emailds_4Jm2kQ8nX0aB7cD9eF1gH3iJ"])]
+
+
+@router.post(
+    "/redact",
+    operation_id="redactEmailTexts",
+    summary="Replace personal data in texts",
+    response_model=RedactionList,
+)
+async def redact_email_texts(
+    body: RedactRequest, caller: CallerDep, redactor: RedactorDep
+) -> RedactionList:
+    """Find names, e-mail addresses, phone numbers, IBAN/BIC, addresses and identifiers, and
+    replace them with placeholders that are the same for the same value across the texts."""
+    return await service.redact_texts(redactor=await redactor.get(), body=body)
+
+
+@router.get(
+    "/settings",
+    operation_id="retrieveEmailSettings",
+    summary="The project's studio settings",
+    response_model=SettingsObject,
+)
+async def retrieve_email_settings(caller: CallerDep, session: SessionDep) -> SettingsObject:
+    """Return the prompts and redaction choice the project's datasets are built with."""
+    row = await service.get_settings(session=session, project_id=caller.project_id)
+    return SettingsObject.from_row(row)
+
+
+@router.post(
+    "/settings",
+    operation_id="updateEmailSettings",
+    summary="Change the project's studio settings",
+    response_model=SettingsObject,
+)
+async def update_email_settings(
+    body: SettingsUpdate, caller: CallerDep, session: SessionDep
+) -> SettingsObject:
+    """Override system prompts per department and language, user templates, or redaction."""
+    row = await service.update_settings(session=session, project_id=caller.project_id, body=body)
+    return SettingsObject.from_row(row)
+
+
+@router.post(
+    "/datasets",
+    operation_id="createEmailDataset",
+    summary="Build training files from e-mail history",
+    response_model=DatasetObject,
+)
+async def create_email_dataset(
+    body: DatasetCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    redactor: RedactorDep,
+) -> DatasetObject:
+    """Filter, clean, deduplicate and redact rated mails into chat-format fine-tune files
+    (training and validation, split by thread), with a report of what was kept and why."""
+    row = await service.create_dataset(
+        session=session,
+        project_id=caller.project_id,
+        files_dir=settings.files_dir,
+        body=body,
+        redactor=redactor,
+        registry=registry,
+    )
+    return DatasetObject.from_row(row)
+
+
+@router.get(
+    "/datasets",
+    operation_id="listEmailDatasets",
+    summary="List datasets",
+    response_model=DatasetList,
+)
+async def list_email_datasets(
+    caller: CallerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> DatasetList:
+    """Return the project's datasets, newest first."""
+    rows, has_more = await service.list_datasets(
+        session=session, project_id=caller.project_id, after=after, limit=limit
+    )
+    return DatasetList.of([DatasetObject.from_row(r) for r in rows], has_more=has_more)
+
+
+@router.get(
+    "/datasets/{dataset_id}",
+    operation_id="retrieveEmailDataset",
+    summary="Retrieve a dataset",
+    response_model=DatasetObject,
+)
+async def retrieve_email_dataset(
+    dataset_id: DatasetId, caller: CallerDep, session: SessionDep
+) -> DatasetObject:
+    """Return one of the project's datasets with its files and report."""
+    row = await service.get_dataset(
+        session=session, project_id=caller.project_id, dataset_id=dataset_id
+    )
+    return DatasetObject.from_row(row)

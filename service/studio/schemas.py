@@ -1,0 +1,177 @@
+"""Wire models of the email studio (`/v1/email/...`): our shapes, in OpenAI's conventions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from service.pagination import ListPage
+from service.studio.datasets import EmailRecord
+from service.studio.models import EmailDataset, StudioSettings
+from service.studio.prompts import SYSTEM_PROMPTS, USER_TEMPLATES
+from service.wire import RequestModel
+
+EntityType = Literal["PERSON", "EMAIL", "PHONE", "IBAN", "BIC", "ADDRESS", "ID"]
+Language = Literal["fr", "en"]
+
+MAX_TEXTS = 1_000
+MAX_TEXT_CHARS = 100_000
+MAX_EMAILS = 20_000
+
+
+class RedactRequest(RequestModel):
+    """Texts to redact together: one set of placeholders across all of them."""
+
+    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
+    language: Language | None = Field(
+        default=None, description="The texts' language; detected per text when absent."
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        if any(len(text) > MAX_TEXT_CHARS for text in self.texts):
+            raise ValueError(f"each text may hold at most {MAX_TEXT_CHARS} characters")
+        return self
+
+
+class RedactedEntity(BaseModel):
+    """A replaced span: offsets into the input text, end exclusive."""
+
+    type: EntityType
+    start: int
+    end: int
+    placeholder: str
+
+
+class RedactedText(BaseModel):
+    """One text with its personal data replaced."""
+
+    object: Literal["email.redaction"] = "email.redaction"
+    text: str
+    entities: list[RedactedEntity]
+
+
+class RedactionList(BaseModel):
+    """The redacted texts, in the order given."""
+
+    object: Literal["list"] = "list"
+    data: list[RedactedText]
+
+
+class DatasetCreate(RequestModel):
+    """Where the history comes from and what the dataset keeps."""
+
+    emails: list[EmailRecord] | None = Field(
+        default=None,
+        max_length=MAX_EMAILS,
+        description="History records (the shape of history.jsonl); or give file_id.",
+    )
+    file_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A file of the project holding history records as JSON Lines.",
+    )
+    min_rating: int = Field(default=4, ge=0, le=5, description="Keep mails rated at least this.")
+    redact: bool | None = Field(
+        default=None, description="Replace personal data; the project's setting when absent."
+    )
+    validation_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    department: str | None = Field(default=None, max_length=100)
+    user_id: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.emails is None) == (self.file_id is None):
+            raise ValueError("give exactly one of 'emails' and 'file_id'")
+        return self
+
+
+class DatasetObject(BaseModel):
+    """A dataset built from e-mail history: training and validation files and the report."""
+
+    id: str
+    object: Literal["email.dataset"] = "email.dataset"
+    created_at: int
+    training_file: str
+    validation_file: str | None
+    department: str | None
+    user_id: str | None
+    redacted: bool
+    options: dict[str, Any]
+    report: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: EmailDataset) -> DatasetObject:
+        """Build the wire object from its row."""
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            training_file=row.training_file,
+            validation_file=row.validation_file,
+            department=row.department,
+            user_id=row.user_id,
+            redacted=row.redacted,
+            options=row.options,
+            report=row.report,
+        )
+
+
+class DatasetList(ListPage[DatasetObject]):
+    """A page of datasets, newest first."""
+
+
+class SettingsUpdate(RequestModel):
+    """The studio settings to change; fields left out keep their value."""
+
+    system_prompts: dict[str, dict[Language, str]] | None = Field(
+        default=None,
+        description="Per department, per language: the system prompt of its examples.",
+        examples=[{"support": {"fr": "Tu es l'agent de support de Nuagéo."}}],
+    )
+    user_templates: dict[Language, str] | None = Field(
+        default=None,
+        description="Per language: the user prompt, with {category} and {context}.",
+    )
+    redact: bool | None = Field(
+        default=None,
+        description="Off: datasets keep personal data and may only train local models.",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Self:
+        for prompts in (self.system_prompts or {}).values():
+            if any(len(text) > 4_000 for text in prompts.values()):
+                raise ValueError("a system prompt may hold at most 4000 characters")
+        if len(self.system_prompts or {}) > 100:
+            raise ValueError("at most 100 departments")
+        for template in (self.user_templates or {}).values():
+            if len(template) > 4_000:
+                raise ValueError("a template may hold at most 4000 characters")
+            try:
+                template.format(category="", context="")
+            except (KeyError, IndexError, ValueError) as error:
+                raise ValueError(
+                    "a template may only use the fields {category} and {context}"
+                ) from error
+        return self
+
+
+class SettingsObject(BaseModel):
+    """A project's studio settings, with the defaults they override."""
+
+    object: Literal["email.settings"] = "email.settings"
+    system_prompts: dict[str, dict[str, str]]
+    user_templates: dict[str, str]
+    redact: bool
+    default_system_prompts: dict[str, dict[str, str]] = SYSTEM_PROMPTS
+    default_user_templates: dict[str, str] = USER_TEMPLATES
+
+    @classmethod
+    def from_row(cls, row: StudioSettings) -> SettingsObject:
+        """Build the wire object from its row."""
+        return cls(
+            system_prompts=row.system_prompts,
+            user_templates=row.user_templates,
+            redact=row.redact,
+        )

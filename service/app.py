@@ -42,6 +42,7 @@ from service.projects import service as projects
 from service.projects.router import router as projects_router
 from service.settings import Settings
 from service.studio.router import router as studio_router
+from service.studio.seed import router as seed_router
 from service.studio.service import LazyRedactor
 from service.validation_errors import describe_validation_error
 
@@ -272,6 +273,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
         projects_router,
         webhooks_router,
         studio_router,
+        seed_router,
     )
     for router in routers:
         app.include_router(router, responses=_ERROR_RESPONSES)

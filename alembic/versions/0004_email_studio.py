@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("project_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("method", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("training_file", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("validation_file", sqlmodel.sql.sqltypes.AutoString(), nullable=True),
         sa.Column("department", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),

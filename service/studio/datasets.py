@@ -223,6 +223,103 @@ def build(records: Sequence[EmailRecord], options: Options, redactor: Redactor |
     )
 
 
+class PreferencePair(BaseModel):
+    """A prompt with a better and a worse e-mail for it (the shape of `preferences.jsonl`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=MAX_TEXT)
+    preferred_completion: str = Field(min_length=1, max_length=MAX_TEXT)
+    non_preferred_completion: str = Field(min_length=1, max_length=MAX_TEXT)
+    department: str = Field(default="", max_length=100)
+    language: str = Field(default="fr", max_length=10)
+
+
+def preference_row(
+    system: str | None, prompt: str, preferred: str, non_preferred: str
+) -> dict[str, Any]:
+    """Return one DPO example in OpenAI's preference format (the seed's createPreferenceData)."""
+    messages = [{"role": "system", "content": system}] if system else []
+    return {
+        "input": {"messages": [*messages, {"role": "user", "content": prompt}]},
+        "preferred_output": [{"role": "assistant", "content": preferred}],
+        "non_preferred_output": [{"role": "assistant", "content": non_preferred}],
+    }
+
+
+def build_preferences(
+    pairs: Sequence[PreferencePair], options: Options, redactor: Redactor | None
+) -> Built:
+    """Build a DPO dataset: pairs with the department's system prompt, redacted, split by prompt."""
+    dropped: list[tuple[str, str]] = []
+    kept: list[PreferencePair] = []
+    seen: set[tuple[str, str]] = set()
+    for index, pair in enumerate(pairs):
+        key = (
+            " ".join(pair.prompt.split()).casefold(),
+            " ".join(pair.preferred_completion.split()),
+        )
+        if options.department and pair.department != options.department:
+            dropped.append((str(index), "other_department"))
+        elif pair.preferred_completion.strip() == pair.non_preferred_completion.strip():
+            dropped.append((str(index), "no_preference"))
+        elif key in seen:
+            dropped.append((str(index), "duplicate"))
+        else:
+            seen.add(key)
+            kept.append(pair)
+    texts = [
+        t for p in kept for t in (p.prompt, p.preferred_completion, p.non_preferred_completion)
+    ]
+    redaction: dict[str, Any] = {"enabled": bool(options.redact and redactor is not None)}
+    if options.redact and redactor is not None and texts:
+        languages = [p.language for p in kept for _ in range(3)]
+        redacted, placeholders = redactor.redact(texts, languages=languages)
+        texts = [item.text for item in redacted]
+        redaction |= {
+            "replaced": dict(sorted(Counter(e.type for r in redacted for e in r.entities).items())),
+            "distinct_values": dict(sorted(placeholders.counts().items())),
+        }
+    rows = [
+        preference_row(
+            prompts.system_prompt(pair.department, pair.language, options.system_prompts)
+            if pair.department
+            else None,
+            *texts[3 * i : 3 * i + 3],
+        )
+        for i, pair in enumerate(kept)
+    ]
+    # Related pairs share a prompt: grouping by it keeps them on one side of the split.
+    as_records = [
+        EmailRecord(id=str(i), body="", thread_id=hashlib.sha256(pair.prompt.encode()).hexdigest())
+        for i, pair in enumerate(kept)
+    ]
+    training_indexes, validation_indexes = grouped_split(
+        as_records, options.validation_fraction, minimum=MIN_EXAMPLES
+    )
+    by_department: dict[str, Counter[str]] = defaultdict(Counter)
+    for pair in kept:
+        by_department[pair.department or "unknown"][pair.language] += 1
+    report = {
+        "n_records": len(pairs),
+        "n_kept": len(kept),
+        "n_training": len(training_indexes),
+        "n_validation": len(validation_indexes),
+        "n_dropped": len(dropped),
+        "dropped": dict(sorted(Counter(reason for _, reason in dropped).items())),
+        "dropped_records": [{"index": int(i), "reason": r} for i, r in dropped[:1000]],
+        "by_department": {d: dict(sorted(c.items())) for d, c in sorted(by_department.items())},
+        "by_language": dict(sorted(Counter(p.language for p in kept).items())),
+        "redaction": redaction,
+    }
+    return Built(
+        training=[rows[i] for i in training_indexes],
+        validation=[rows[i] for i in validation_indexes],
+        report=report,
+        kept_ids=[str(i) for i in range(len(kept))],
+    )
+
+
 def jsonl(rows: Sequence[Mapping[str, Any]]) -> bytes:
     """Return rows as JSON Lines bytes."""
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode()

@@ -41,6 +41,8 @@ class EmailDataset(SQLModel, table=True):
     id: str = Field(max_length=40, unique=True, index=True)
     project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
     created_at: int
+    # "supervised" (chat examples from history) or "dpo" (preference pairs).
+    method: str = Field(default="supervised", max_length=20)
     training_file: str = Field(foreign_key="files.id", ondelete="CASCADE")
     validation_file: str | None = Field(default=None, foreign_key="files.id", ondelete="SET NULL")
     department: str | None = Field(default=None, max_length=100)

@@ -12,6 +12,7 @@ from service.studio.schemas import (
     DatasetCreate,
     DatasetList,
     DatasetObject,
+    PreferencesCreate,
     RedactionList,
     RedactRequest,
     SettingsObject,
@@ -88,6 +89,33 @@ async def create_email_dataset(
     """Filter, clean, deduplicate and redact rated mails into chat-format fine-tune files
     (training and validation, split by thread), with a report of what was kept and why."""
     row = await service.create_dataset(
+        session=session,
+        project_id=caller.project_id,
+        files_dir=settings.files_dir,
+        body=body,
+        redactor=redactor,
+        registry=registry,
+    )
+    return DatasetObject.from_row(row)
+
+
+@router.post(
+    "/preferences",
+    operation_id="createEmailPreferenceDataset",
+    summary="Build a DPO file from preference pairs",
+    response_model=DatasetObject,
+)
+async def create_email_preference_dataset(
+    body: PreferencesCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    registry: RegistryDep,
+    redactor: RedactorDep,
+) -> DatasetObject:
+    """Turn pairs of a better and a worse e-mail for one prompt into preference-format files
+    (the seed's createPreferenceData), redacted, for a job with method dpo."""
+    row = await service.create_preferences(
         session=session,
         project_id=caller.project_id,
         files_dir=settings.files_dir,

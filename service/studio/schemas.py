@@ -7,7 +7,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, Field, model_validator
 
 from service.pagination import ListPage
-from service.studio.datasets import EmailRecord
+from service.studio.datasets import EmailRecord, PreferencePair
 from service.studio.models import EmailDataset, StudioSettings
 from service.studio.prompts import SYSTEM_PROMPTS, USER_TEMPLATES
 from service.wire import RequestModel
@@ -87,12 +87,40 @@ class DatasetCreate(RequestModel):
         return self
 
 
+class PreferencesCreate(RequestModel):
+    """Preference pairs (the shape of preferences.jsonl) for a DPO dataset."""
+
+    pairs: list[PreferencePair] | None = Field(
+        default=None,
+        max_length=MAX_EMAILS,
+        description="Pairs {prompt, preferred_completion, non_preferred_completion, department?, "
+        "language?}; or give file_id.",
+    )
+    file_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A file of the project holding pairs as JSON Lines.",
+    )
+    redact: bool | None = Field(
+        default=None, description="Replace personal data; the project's setting when absent."
+    )
+    validation_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    department: str | None = Field(default=None, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.pairs is None) == (self.file_id is None):
+            raise ValueError("give exactly one of 'pairs' and 'file_id'")
+        return self
+
+
 class DatasetObject(BaseModel):
     """A dataset built from e-mail history: training and validation files and the report."""
 
     id: str
     object: Literal["email.dataset"] = "email.dataset"
     created_at: int
+    method: str = Field(description="supervised (chat examples) or dpo (preference pairs).")
     training_file: str
     validation_file: str | None
     department: str | None
@@ -107,6 +135,7 @@ class DatasetObject(BaseModel):
         return cls(
             id=row.id,
             created_at=row.created_at,
+            method=row.method,
             training_file=row.training_file,
             validation_file=row.validation_file,
             department=row.department,

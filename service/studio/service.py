@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import pydantic
@@ -21,14 +21,23 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.errors import InvalidRequest, NotFound
 from service.files.service import Generated, content_path, create_generated_files, get_file
 from service.ids import new_id, now
-from service.models.registry import ModelRegistry
+from service.models.registry import Method, ModelRegistry
 from service.pagination import page
 from service.studio import cleaning
-from service.studio.datasets import Built, EmailRecord, Options, build, jsonl
+from service.studio.datasets import (
+    Built,
+    EmailRecord,
+    Options,
+    PreferencePair,
+    build,
+    build_preferences,
+    jsonl,
+)
 from service.studio.models import EmailDataset, StudioSettings
 from service.studio.redaction import Redactor
 from service.studio.schemas import (
     DatasetCreate,
+    PreferencesCreate,
     RedactedEntity,
     RedactedText,
     RedactionList,
@@ -36,6 +45,8 @@ from service.studio.schemas import (
     SettingsUpdate,
 )
 from service.training_data.report import build_report
+
+Row = TypeVar("Row", bound=pydantic.BaseModel)
 
 
 class LazyRedactor:
@@ -111,35 +122,45 @@ async def update_settings(
 # --- datasets ----------------------------------------------------------------------------------
 
 
-async def _records_from_file(
-    *, session: AsyncSession, project_id: str, file_id: str, files_dir: Path
-) -> list[EmailRecord]:
+def _read_jsonl(path: Path, model: type[Row], *, file_id: str) -> list[Row]:
+    """Read a file of JSON Lines into models; a bad line is a 400 naming its number."""
+    rows = []
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(model.model_validate_json(line))
+            except pydantic.ValidationError as error:
+                detail = error.errors()[0]
+                where = ".".join(str(p) for p in detail["loc"]) or "line"
+                raise InvalidRequest(
+                    f"Line {number} of file {file_id} is not a valid record: "
+                    f"{where}: {detail['msg']}.",
+                    param="file_id",
+                    code="invalid_history_record",
+                ) from None
+    return rows
+
+
+async def _records(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    files_dir: Path,
+    inline: Sequence[Row] | None,
+    file_id: str | None,
+    model: type[Row],
+) -> Sequence[Row]:
+    """Return the records given inline or in a file of the project."""
+    if file_id is None:
+        return inline or []
     row = await get_file(session=session, project_id=project_id, file_id=file_id)
     path = content_path(files_dir, row.id)
-
-    def read() -> list[EmailRecord]:
-        records = []
-        with path.open("rb") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(EmailRecord.model_validate_json(line))
-                except pydantic.ValidationError as error:
-                    detail = error.errors()[0]
-                    where = ".".join(str(p) for p in detail["loc"]) or "line"
-                    raise InvalidRequest(
-                        f"Line {number} of file {file_id} is not a history record: "
-                        f"{where}: {detail['msg']}.",
-                        param="file_id",
-                        code="invalid_history_record",
-                    ) from None
-        return records
-
-    return await anyio.to_thread.run_sync(read)
+    return await anyio.to_thread.run_sync(lambda: _read_jsonl(path, model, file_id=file_id))
 
 
-def _estimates(built: Built, registry: ModelRegistry) -> dict[str, Any]:
+def _estimates(built: Built, registry: ModelRegistry, method: Method) -> dict[str, Any]:
     """Token statistics of the training rows and what training them would take per base model."""
     if not built.training:
         return {"tokens": None, "models": []}
@@ -149,9 +170,9 @@ def _estimates(built: Built, registry: ModelRegistry) -> dict[str, Any]:
         tokens = None
         models = []
         for base in registry.all():
-            if base.is_closed_to_training() or "supervised" not in base.methods:
+            if base.is_closed_to_training() or method not in base.methods:
                 continue
-            report = build_report(path, method="supervised", base=base, n_epochs=None, threads=0)
+            report = build_report(path, method=method, base=base, n_epochs=None, threads=0)
             if tokens is None:
                 tokens = {
                     "per_example": report.tokens_per_example.model_dump(),
@@ -170,75 +191,69 @@ def _estimates(built: Built, registry: ModelRegistry) -> dict[str, Any]:
     return {"tokens": tokens, "models": models}
 
 
-async def create_dataset(
+async def _options(
+    *, session: AsyncSession, project_id: str, body: DatasetCreate | PreferencesCreate
+) -> Options:
+    settings = await get_settings(session=session, project_id=project_id)
+    return Options(
+        min_rating=getattr(body, "min_rating", 0),
+        redact=settings.redact if body.redact is None else body.redact,
+        validation_fraction=body.validation_fraction,
+        department=body.department,
+        user_id=getattr(body, "user_id", None),
+        system_prompts=settings.system_prompts,
+        user_templates=settings.user_templates,
+    )
+
+
+async def _save(
     *,
     session: AsyncSession,
     project_id: str,
     files_dir: Path,
-    body: DatasetCreate,
-    redactor: LazyRedactor,
-    registry: ModelRegistry,
+    built: Built,
+    method: Method,
+    options: Options,
+    file_id: str | None,
+    estimates: dict[str, Any],
+    param: str,
 ) -> EmailDataset:
-    """Build a dataset from history and store its files and row together."""
-    records: Sequence[EmailRecord]
-    if body.file_id is not None:
-        records = await _records_from_file(
-            session=session, project_id=project_id, file_id=body.file_id, files_dir=files_dir
-        )
-    else:
-        records = body.emails or []
-    settings = await get_settings(session=session, project_id=project_id)
-    redact = settings.redact if body.redact is None else body.redact
-    options = Options(
-        min_rating=body.min_rating,
-        redact=redact,
-        validation_fraction=body.validation_fraction,
-        department=body.department,
-        user_id=body.user_id,
-        system_prompts=settings.system_prompts,
-        user_templates=settings.user_templates,
-    )
-    engine = await redactor.get() if redact else None
-
-    def run() -> tuple[Built, dict[str, Any]]:
-        built = build(records, options, engine)
-        return built, _estimates(built, registry)
-
-    built, estimates = await anyio.to_thread.run_sync(run)
+    """Store a built dataset's files and its row together; refuse one with nothing to train."""
     if not built.training:
         raise InvalidRequest(
-            f"No mail of the {len(records)} given is usable for training: "
+            f"None of the {built.report['n_records']} records given is usable for training: "
             + json.dumps(built.report["dropped"])
             + ".",
-            param="emails" if body.emails is not None else "file_id",
+            param=param,
             code="empty_dataset",
         )
     dataset_id = new_id("emailds_")
-    scope = body.department or body.user_id or "all"
-    files = [Generated(f"{dataset_id}-{scope}-train.jsonl", jsonl(built.training))]
-    if built.validation:
-        files.append(Generated(f"{dataset_id}-{scope}-validation.jsonl", jsonl(built.validation)))
-    ids = [new_id("file-") for _ in files]
+    scope = options.department or options.user_id or "all"
+    contents = [("train", built.training)] + (
+        [("validation", built.validation)] if built.validation else []
+    )
     files = [
-        Generated(f.filename, f.content, file_id) for f, file_id in zip(files, ids, strict=True)
+        Generated(f"{dataset_id}-{scope}-{part}.jsonl", jsonl(rows), new_id("file-"))
+        for part, rows in contents
     ]
     row = EmailDataset(
         id=dataset_id,
         project_id=project_id,
         created_at=now(),
-        training_file=ids[0],
-        validation_file=ids[1] if len(ids) > 1 else None,
-        department=body.department,
-        user_id=body.user_id,
-        redacted=redact,
+        method=method,
+        training_file=str(files[0].file_id),
+        validation_file=str(files[1].file_id) if len(files) > 1 else None,
+        department=options.department,
+        user_id=options.user_id,
+        redacted=options.redact,
         options={
-            "min_rating": body.min_rating,
-            "redact": redact,
-            "validation_fraction": body.validation_fraction,
-            "department": body.department,
-            "user_id": body.user_id,
-            "source": "file" if body.file_id else "inline",
-            "file_id": body.file_id,
+            "min_rating": options.min_rating,
+            "redact": options.redact,
+            "validation_fraction": options.validation_fraction,
+            "department": options.department,
+            "user_id": options.user_id,
+            "source": "file" if file_id else "inline",
+            "file_id": file_id,
         },
         report={**built.report, "estimates": estimates},
     )
@@ -249,9 +264,87 @@ async def create_dataset(
         purpose="fine-tune",
         files=files,
         with_rows=[row],
-        personal_data=not redact,
+        personal_data=not options.redact,
     )
     return row
+
+
+async def create_dataset(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    files_dir: Path,
+    body: DatasetCreate,
+    redactor: LazyRedactor,
+    registry: ModelRegistry,
+) -> EmailDataset:
+    """Build a chat dataset from e-mail history and store its files and row together."""
+    records = await _records(
+        session=session,
+        project_id=project_id,
+        files_dir=files_dir,
+        inline=body.emails,
+        file_id=body.file_id,
+        model=EmailRecord,
+    )
+    options = await _options(session=session, project_id=project_id, body=body)
+    engine = await redactor.get() if options.redact else None
+
+    def run() -> tuple[Built, dict[str, Any]]:
+        built = build(records, options, engine)
+        return built, _estimates(built, registry, "supervised")
+
+    built, estimates = await anyio.to_thread.run_sync(run)
+    return await _save(
+        session=session,
+        project_id=project_id,
+        files_dir=files_dir,
+        built=built,
+        method="supervised",
+        options=options,
+        file_id=body.file_id,
+        estimates=estimates,
+        param="emails" if body.emails is not None else "file_id",
+    )
+
+
+async def create_preferences(
+    *,
+    session: AsyncSession,
+    project_id: str,
+    files_dir: Path,
+    body: PreferencesCreate,
+    redactor: LazyRedactor,
+    registry: ModelRegistry,
+) -> EmailDataset:
+    """Build a DPO dataset from preference pairs and store its files and row together."""
+    pairs = await _records(
+        session=session,
+        project_id=project_id,
+        files_dir=files_dir,
+        inline=body.pairs,
+        file_id=body.file_id,
+        model=PreferencePair,
+    )
+    options = await _options(session=session, project_id=project_id, body=body)
+    engine = await redactor.get() if options.redact else None
+
+    def run() -> tuple[Built, dict[str, Any]]:
+        built = build_preferences(pairs, options, engine)
+        return built, _estimates(built, registry, "dpo")
+
+    built, estimates = await anyio.to_thread.run_sync(run)
+    return await _save(
+        session=session,
+        project_id=project_id,
+        files_dir=files_dir,
+        built=built,
+        method="dpo",
+        options=options,
+        file_id=body.file_id,
+        estimates=estimates,
+        param="pairs" if body.pairs is not None else "file_id",
+    )
 
 
 async def get_dataset(*, session: AsyncSession, project_id: str, dataset_id: str) -> EmailDataset:

@@ -1,4 +1,4 @@
-"""email studio: settings, datasets; files with personal data
+"""email studio: settings, datasets; files with personal data; budgets and job costs
 
 Revision ID: 0004
 Revises: 0003
@@ -63,6 +63,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_email_datasets_id"), ["id"], unique=True)
         batch_op.create_index("ix_email_datasets_project_pk", ["project_id", "pk"], unique=False)
 
+    with op.batch_alter_table("projects", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("budget_usd", sa.Float(), nullable=True))
+
+    with op.batch_alter_table("fine_tuning_jobs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("estimate", sa.JSON(none_as_null=True), nullable=True))
+        batch_op.add_column(sa.Column("cost_usd", sa.Float(), nullable=True))
+
     with op.batch_alter_table("files", schema=None) as batch_op:
         # Files so far were uploaded or made by the service: none holds unredacted personal data.
         batch_op.add_column(
@@ -71,6 +78,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("fine_tuning_jobs", schema=None) as batch_op:
+        batch_op.drop_column("cost_usd")
+        batch_op.drop_column("estimate")
+
+    with op.batch_alter_table("projects", schema=None) as batch_op:
+        batch_op.drop_column("budget_usd")
+
     with op.batch_alter_table("files", schema=None) as batch_op:
         batch_op.drop_column("personal_data")
 

@@ -26,6 +26,7 @@ from service.errors import Conflict, InvalidRequest
 from service.ids import new_id, now
 from service.jobs import states
 from service.jobs.models import Job, JobEvent
+from service.models.pricing import training_cost
 
 # The commit-hook topic and the PostgreSQL channel of new events.
 EVENTS_TOPIC = "ft_job_events"
@@ -119,6 +120,9 @@ async def transition(
             code="invalid_status_transition",
         )
     values: dict[str, Any] = {"status": target, "updated_at": now(), **fields}
+    if fields.get("trained_tokens") is not None:
+        # What the provider bills for the tokens trained, at the price of the day.
+        values["cost_usd"] = training_cost(job.base_model, int(fields["trained_tokens"]))
     if states.is_terminal(target):
         values.update(
             finished_at=now(), estimated_finish=None, lease_owner=None, lease_expires_at=None

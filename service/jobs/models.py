@@ -45,6 +45,10 @@ class Job(SQLModel, table=True):
     fine_tuned_model: str | None = Field(default=None, max_length=256)
     finished_at: int | None = None
     trained_tokens: int | None = Field(default=None, sa_type=sa.BigInteger)
+    # At creation: {billed_tokens, cost_usd: {low, high} | None, compute_seconds: {low, high} |
+    # None}; at the end, the cost of trained_tokens at the base's price (None where free).
+    estimate: dict[str, Any] | None = Field(default=None, sa_column=json_column("estimate"))
+    cost_usd: float | None = None
     estimated_finish: int | None = None
     result_files: list[str] = Field(
         default_factory=list, sa_column=json_column("result_files", nullable=False)

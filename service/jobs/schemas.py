@@ -277,6 +277,15 @@ class JobObject(BaseModel):
     metadata: dict[str, str] | None = None
     method: dict[str, Any]
     user_provided_suffix: str | None = None
+    # Extensions: what the job was expected to cost, and what it cost.
+    estimate: dict[str, Any] | None = Field(
+        default=None,
+        description="At creation: billed_tokens, cost_usd {low, high} where the provider bills, "
+        "compute_seconds {low, high} for local training (2-core reference machine).",
+    )
+    cost_usd: float | None = Field(
+        default=None, description="trained_tokens at the base model's price, once finished."
+    )
 
     @classmethod
     def from_row(cls, job: Job) -> JobObject:
@@ -307,6 +316,8 @@ class JobObject(BaseModel):
             metadata=job.metadata_,
             method=job.method,
             user_provided_suffix=job.suffix,
+            estimate=job.estimate,
+            cost_usd=job.cost_usd,
         )
 
 

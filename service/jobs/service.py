@@ -26,11 +26,13 @@ from service.jobs.schemas import (
     ReinforcementHyperparameters,
     SupervisedHyperparameters,
 )
-from service.models.registry import Method, ensure_supports
+from service.models import pricing
+from service.models.registry import BaseModelSpec, Method, ensure_supports
 from service.models.service import Trainable, resolve_trainable
 from service.pagination import page
+from service.projects.service import get_project
 from service.settings import Settings
-from service.training_data.report import METHOD_FORMATS
+from service.training_data.report import METHOD_FORMATS, CheckReport
 
 HYPERPARAMETER_DEFAULTS: dict[str, type[SupervisedHyperparameters]] = {
     "supervised": SupervisedHyperparameters,
@@ -115,7 +117,9 @@ def _keep_personal_data_local(files: _Files, engine: Engine) -> None:
 
 async def _validate_contents(
     session: AsyncSession, files: _Files, trainable: Trainable, method: str, settings: Settings
-) -> None:
+) -> CheckReport:
+    """Check both files for the job; return the training file's report."""
+    reports = []
     for row, param in ((files.training, "training_file"), (files.validation, "validation_file")):
         if row is None:
             continue
@@ -135,6 +139,55 @@ async def _validate_contents(
                 param=param,
                 code=f"invalid_{param}",
             )
+        reports.append(report)
+    return reports[0]
+
+
+def _estimate(report: CheckReport, base: BaseModelSpec, method: dict[str, Any]) -> dict[str, Any]:
+    """Return what the job is expected to cost (or take, on a local engine)."""
+    epochs = method.get(method["type"], {}).get("hyperparameters", {}).get("n_epochs", "auto")
+    if isinstance(epochs, int) and epochs != report.n_epochs:
+        report = report.with_epochs(epochs, price_per_million=base.training_price_per_million)
+    return pricing.estimate(
+        report.billed_tokens,
+        price_per_million=base.training_price_per_million,
+        parameters=base.parameters,
+    )
+
+
+async def _ensure_within_budget(
+    session: AsyncSession, project_id: str, estimate: dict[str, Any]
+) -> None:
+    """Refuse a job whose highest estimate exceeds what is left of the project's budget."""
+    project = await get_project(session=session, project_id=project_id)
+    cost = estimate["cost_usd"]
+    if project.budget_usd is None or cost is None:
+        return
+    spent = await committed_spend(session=session, project_id=project_id)
+    left = project.budget_usd - spent
+    if cost["high"] > left:
+        raise InvalidRequest(
+            f"This job is estimated to cost ${cost['low']:.2f} to ${cost['high']:.2f}, but only "
+            f"${max(left, 0):.2f} of the project's ${project.budget_usd:.2f} budget is left "
+            f"(${spent:.2f} spent or committed to unfinished jobs). Raise the budget or train "
+            "on fewer tokens (fewer examples or epochs).",
+            param="training_file",
+            code="budget_exceeded",
+        )
+
+
+async def committed_spend(*, session: AsyncSession, project_id: str) -> float:
+    """Return the project's training cost: finished jobs' cost, unfinished ones' high estimate."""
+    rows = await session.exec(
+        select(Job.status, Job.cost_usd, Job.estimate).where(Job.project_id == project_id)
+    )
+    spent = 0.0
+    for status, cost, estimate in rows:
+        if cost is not None:
+            spent += cost
+        elif not states.is_terminal(status) and estimate and estimate.get("cost_usd"):
+            spent += float(estimate["cost_usd"]["high"])
+    return spent
 
 
 async def create_job(
@@ -156,7 +209,9 @@ async def create_job(
     engine.check_job(base=trainable.base, method=method)
     files = await _training_files(session, project_id, body, kind)
     _keep_personal_data_local(files, engine)
-    await _validate_contents(session, files, trainable, kind, settings)
+    report = await _validate_contents(session, files, trainable, kind, settings)
+    estimate = _estimate(report, trainable.base, method)
+    await _ensure_within_budget(session, project_id, estimate)
 
     created = now()
     job = Job(
@@ -172,6 +227,7 @@ async def create_job(
         validation_file=files.validation.id if files.validation else None,
         status="validating_files",
         method=method,
+        estimate=estimate,
         seed=body.seed if body.seed is not None else secrets.randbelow(2_147_483_648),
         suffix=body.suffix,
         metadata_=body.metadata,

@@ -7,11 +7,12 @@ built from them answers which engine a model name belongs to; a job's engine fol
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Literal
 
 from service.errors import InvalidRequest
+from service.models.pricing import training_price
 
 Method = Literal["supervised", "dpo", "reinforcement"]
 
@@ -35,6 +36,8 @@ class BaseModelSpec:
     training_cutoff: date | None = None
     # USD per million trained tokens for supervised and DPO training; None where training is free.
     training_price_per_million: float | None = None
+    # How many weights it has, where known: local training time scales with it.
+    parameters: int | None = None
     # The name of the engine that offers it; an engine stamps its own name when it registers.
     engine: str = ""
 
@@ -82,7 +85,7 @@ def _ts(day: str) -> int:
 
 # OpenAI's fine-tunable bases still serving in late 2026 (reference §6). Bases shut down on
 # 2026-10-23 (gpt-4.1-nano, o4-mini, gpt-3.5-turbo, gpt-4-0613) are gone and not listed.
-OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
+_OPENAI_BASES: tuple[BaseModelSpec, ...] = (
     BaseModelSpec(
         id="gpt-4o-mini-2024-07-18",
         aliases=("gpt-4o-mini",),
@@ -92,7 +95,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
         created=_ts("2024-07-18"),
         owned_by="system",
         shutdown_date=date(2027, 1, 14),
-        training_price_per_million=3.00,
     ),
     BaseModelSpec(
         id="gpt-4o-2024-08-06",
@@ -103,7 +105,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
         created=_ts("2024-08-06"),
         owned_by="system",
         shutdown_date=date(2027, 1, 14),
-        training_price_per_million=25.00,
     ),
     BaseModelSpec(
         id="gpt-4.1-2025-04-14",
@@ -114,7 +115,6 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
         created=_ts("2025-04-14"),
         owned_by="system",
         shutdown_date=date(2027, 1, 14),
-        training_price_per_million=25.00,
     ),
     BaseModelSpec(
         id="gpt-4.1-mini-2025-04-14",
@@ -125,8 +125,11 @@ OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = (
         created=_ts("2025-04-14"),
         owned_by="system",
         shutdown_date=date(2027, 1, 14),
-        training_price_per_million=5.00,
     ),
+)
+# Prices come from the one pricing file, with its sources and dates.
+OPENAI_BASE_MODELS: tuple[BaseModelSpec, ...] = tuple(
+    replace(model, training_price_per_million=training_price(model.id)) for model in _OPENAI_BASES
 )
 
 

@@ -16,6 +16,8 @@ class Project(SQLModel, table=True):
     id: str = Field(max_length=40, unique=True, index=True)
     name: str = Field(max_length=200, unique=True)
     created_at: int
+    # USD the project's training jobs may cost in all; None: no limit.
+    budget_usd: float | None = None
 
 
 class ApiKey(SQLModel, table=True):

@@ -55,7 +55,7 @@ async def redact_email_texts(
 async def retrieve_email_settings(caller: CallerDep, session: SessionDep) -> SettingsObject:
     """Return the prompts and redaction choice the project's datasets are built with."""
     row = await service.get_settings(session=session, project_id=caller.project_id)
-    return SettingsObject.from_row(row)
+    return await service.settings_object(session=session, row=row)
 
 
 @router.post(
@@ -67,9 +67,12 @@ async def retrieve_email_settings(caller: CallerDep, session: SessionDep) -> Set
 async def update_email_settings(
     body: SettingsUpdate, caller: CallerDep, session: SessionDep
 ) -> SettingsObject:
-    """Override system prompts per department and language, user templates, or redaction."""
+    """Override system prompts per department and language, user templates, redaction, or
+    set the project's training budget (admin keys only)."""
+    if "budget_usd" in body.model_fields_set:
+        caller.require_admin()  # a project must not raise its own spending limit
     row = await service.update_settings(session=session, project_id=caller.project_id, body=body)
-    return SettingsObject.from_row(row)
+    return await service.settings_object(session=session, row=row)
 
 
 @router.post(

@@ -166,6 +166,13 @@ class SettingsUpdate(RequestModel):
         default=None,
         description="Off: datasets keep personal data and may only train local models.",
     )
+    budget_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="USD the project's training jobs may cost in all; null removes the limit. "
+        "A job whose high estimate exceeds what is left is refused.",
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:
@@ -193,14 +200,22 @@ class SettingsObject(BaseModel):
     system_prompts: dict[str, dict[str, str]]
     user_templates: dict[str, str]
     redact: bool
+    budget_usd: float | None
+    spent_usd: float = Field(
+        description="Finished jobs' cost plus the high estimate of unfinished ones."
+    )
     default_system_prompts: dict[str, dict[str, str]] = SYSTEM_PROMPTS
     default_user_templates: dict[str, str] = USER_TEMPLATES
 
     @classmethod
-    def from_row(cls, row: StudioSettings) -> SettingsObject:
-        """Build the wire object from its row."""
+    def from_row(
+        cls, row: StudioSettings, *, budget_usd: float | None, spent_usd: float
+    ) -> SettingsObject:
+        """Build the wire object from its row and the project's budget."""
         return cls(
             system_prompts=row.system_prompts,
             user_templates=row.user_templates,
             redact=row.redact,
+            budget_usd=budget_usd,
+            spent_usd=round(spent_usd, 6),
         )

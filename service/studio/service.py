@@ -21,8 +21,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.errors import InvalidRequest, NotFound
 from service.files.service import Generated, content_path, create_generated_files, get_file
 from service.ids import new_id, now
+from service.jobs.service import committed_spend
 from service.models.registry import Method, ModelRegistry
 from service.pagination import page
+from service.projects.service import get_project
 from service.studio import cleaning
 from service.studio.datasets import (
     Built,
@@ -42,6 +44,7 @@ from service.studio.schemas import (
     RedactedText,
     RedactionList,
     RedactRequest,
+    SettingsObject,
     SettingsUpdate,
 )
 from service.training_data.report import build_report
@@ -112,11 +115,25 @@ async def update_settings(
         row.user_templates = {str(k): v for k, v in body.user_templates.items()}
     if body.redact is not None:
         row.redact = body.redact
+    if "budget_usd" in body.model_fields_set:
+        project = await get_project(session=session, project_id=project_id)
+        project.budget_usd = body.budget_usd
+        session.add(project)
     row.updated_at = now()
     session.add(row)
     await session.commit()
     await session.refresh(row)
     return row
+
+
+async def settings_object(*, session: AsyncSession, row: StudioSettings) -> SettingsObject:
+    """Return the wire object of a project's settings, with its budget and spending."""
+    project = await get_project(session=session, project_id=row.project_id)
+    return SettingsObject.from_row(
+        row,
+        budget_usd=project.budget_usd,
+        spent_usd=await committed_spend(session=session, project_id=row.project_id),
+    )
 
 
 # --- datasets ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def _has_chat_template(folder: Path) -> bool:
     return False
 
 
+def count_parameters(weights: list[Path]) -> int | None:
+    """Return the number of weights in safetensors files from their headers (no tensor is read)."""
+    total = 0
+    for path in weights:
+        if path.suffix != ".safetensors":
+            return None
+        with path.open("rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            header = json.loads(handle.read(size))
+        for name, tensor in header.items():
+            if name != "__metadata__":
+                total += math.prod(tensor["shape"])
+    return total or None
+
+
 def local_model(name: str, folder: Path) -> LocalModel | None:
     """Describe the model in `folder`, or return None (with a log line) if it is not one."""
     config_path = folder / "config.json"
@@ -57,6 +73,7 @@ def local_model(name: str, folder: Path) -> LocalModel | None:
         tokenizer=f"hf:{folder.resolve()}",
         created=int(config_path.stat().st_mtime),
         owned_by="local",
+        parameters=count_parameters(weights),
     )
     return LocalModel(spec=spec, folder=folder.resolve())
 

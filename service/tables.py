@@ -13,26 +13,41 @@ from service.events.models import StreamTicket
 from service.files.models import File, FileCheck
 from service.idempotency import IdempotencyRecord
 from service.jobs.models import Job, JobEvent
-from service.models.models import FineTunedModel
+from service.models.models import AliasChange, FineTunedModel, ModelAlias
 from service.projects.models import ApiKey, Project
-from service.studio.models import EmailDataset, StudioSettings
+from service.studio.models import (
+    EmailDataset,
+    Evaluation,
+    Feedback,
+    Retraining,
+    StudioCompletion,
+    StudioEmail,
+    StudioSettings,
+)
 
 metadata = SQLModel.metadata
 
 __all__ = [
+    "AliasChange",
     "ApiKey",
     "Checkpoint",
     "EmailDataset",
+    "Evaluation",
+    "Feedback",
     "CheckpointPermission",
     "File",
     "FileCheck",
     "FineTunedModel",
     "IdempotencyRecord",
+    "ModelAlias",
     "ModelRecord",
     "Job",
     "JobEvent",
     "Project",
+    "Retraining",
     "StreamTicket",
+    "StudioCompletion",
+    "StudioEmail",
     "StudioSettings",
     "UpstreamFile",
     "UpstreamJob",

@@ -12,6 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.engines.base import Engine, Engines, ModelTarget
 from service.errors import APIError, error_envelope
 from service.inference.schemas import ChatCompletionRequest
+from service.models.aliases import resolve_alias
 from service.models.service import get_visible_derived
 
 log = logging.getLogger(__name__)
@@ -20,7 +21,8 @@ log = logging.getLogger(__name__)
 async def resolve_target(
     *, session: AsyncSession, engines: Engines, project_id: str, name: str
 ) -> tuple[Engine, ModelTarget]:
-    """Resolve `name`, within the project's rights, to the engine that answers for it."""
+    """Resolve `name` (an alias too), within the project's rights, to the engine that answers."""
+    name = await resolve_alias(session=session, project_id=project_id, name=name)
     base = engines.registry.resolve(name)
     if base is not None:
         engine = engines.serving(base.engine, model=name)

@@ -1,7 +1,8 @@
-"""Table for fine-tuned models produced by jobs."""
+"""Tables for fine-tuned models produced by jobs, and the aliases that name the current one."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from service.db import pk_column
@@ -22,3 +23,34 @@ class FineTunedModel(SQLModel, table=True):
     owned_by: str = Field(max_length=80)
     # Where the engine keeps the weights (an adapter folder, an upstream model id).
     location: str | None = None
+
+
+class ModelAlias(SQLModel, table=True):
+    """A stable name per scope (`email:department:sales`) for the model currently promoted."""
+
+    __tablename__ = "model_aliases"
+    __table_args__ = (sa.UniqueConstraint("project_id", "alias", name="uq_model_aliases_alias"),)
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE", index=True)
+    alias: str = Field(max_length=200)
+    model: str = Field(max_length=300)
+    updated_at: int
+
+
+class AliasChange(SQLModel, table=True):
+    """One promotion or rollback of an alias: its history, newest last."""
+
+    __tablename__ = "model_alias_changes"
+    __table_args__ = (sa.Index("ix_model_alias_changes_alias", "project_id", "alias", "pk"),)
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    alias: str = Field(max_length=200)
+    action: str = Field(max_length=20)  # promote | rollback
+    model: str = Field(max_length=300)
+    previous_model: str | None = Field(default=None, max_length=300)
+    reason: str | None = Field(default=None, max_length=1000)
+    evaluation_id: str | None = Field(default=None, max_length=40)
+    created_at: int

@@ -13,6 +13,7 @@ from service.checkpoints.models import Checkpoint, CheckpointPermission
 from service.engines.base import Engines, ModelTarget
 from service.errors import InvalidRequest, NotFound, PermissionDenied
 from service.jobs.models import Job
+from service.models.aliases import resolve_alias
 from service.models.models import FineTunedModel
 from service.models.registry import BaseModelSpec, ModelRegistry
 from service.models.schemas import ModelObject
@@ -124,7 +125,12 @@ def _model_not_found(name: str) -> NotFound:
 async def resolve_trainable(
     *, session: AsyncSession, registry: ModelRegistry, project_id: str, name: str
 ) -> Trainable:
-    """Resolve a job's `model` to its base, or raise a 400 that points to GET /v1/models."""
+    """Resolve a job's `model` (an alias too) to its base, or raise a 400 pointing to GET
+    /v1/models."""
+    try:
+        name = await resolve_alias(session=session, project_id=project_id, name=name)
+    except NotFound as missing:
+        raise InvalidRequest(missing.message, param="model", code="model_not_available") from None
     base = registry.resolve(name)
     if base is None:
         derived = await visible_derived(session, project_id, name)

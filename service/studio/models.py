@@ -1,4 +1,4 @@
-"""Tables of the email studio: a project's studio settings and the datasets built from history."""
+"""Tables of the email studio: settings, datasets, history, feedback, retrainings, evaluations."""
 
 from __future__ import annotations
 
@@ -28,6 +28,10 @@ class StudioSettings(SQLModel, table=True):
     )
     # Off only for projects that train locally: their datasets may not leave the machine.
     redact: bool = True
+    # Feedback that starts a retraining, per scope ({scope: n}); the seed's 50 otherwise.
+    feedback_thresholds: dict[str, Any] = Field(
+        default_factory=dict, sa_column=json_column("feedback_thresholds", nullable=False)
+    )
     updated_at: int
 
 
@@ -50,3 +54,102 @@ class EmailDataset(SQLModel, table=True):
     redacted: bool = True
     options: dict[str, Any] = Field(sa_column=json_column("options", nullable=False))
     report: dict[str, Any] = Field(sa_column=json_column("report", nullable=False))
+
+
+class StudioEmail(SQLModel, table=True):
+    """A mail of the project's history, kept so that feedback can name it by its id."""
+
+    __tablename__ = "studio_emails"
+    __table_args__ = (sa.UniqueConstraint("project_id", "email_id", name="uq_studio_emails_id"),)
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    email_id: str = Field(max_length=200)
+    user_id: str = Field(default="", max_length=200)
+    department: str = Field(default="", max_length=100)
+    language: str = Field(default="fr", max_length=10)
+    category: str = Field(default="", max_length=500)
+    context: str
+    subject: str
+    body: str
+    rating: int | None = None
+    updated_at: int
+
+
+class StudioCompletion(SQLModel, table=True):
+    """A completion answered through a scope's alias, kept so that feedback can name it."""
+
+    __tablename__ = "studio_completions"
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    id: str = Field(max_length=60, unique=True, index=True)
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    scope: str = Field(max_length=120)
+    model: str = Field(max_length=300)
+    messages: list[dict[str, Any]] = Field(sa_column=json_column("messages", nullable=False))
+    answer: str
+    created_at: int
+
+
+class Feedback(SQLModel, table=True):
+    """A user's rating of a mail or a completion, with the rewrite they would have sent."""
+
+    __tablename__ = "studio_feedback"
+    __table_args__ = (sa.Index("ix_studio_feedback_scope", "project_id", "scope", "retraining_id"),)
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    scope: str = Field(max_length=120)
+    email_id: str | None = Field(default=None, max_length=200)
+    completion_id: str | None = Field(default=None, max_length=60)
+    rating: int
+    improvements: str = ""
+    created_at: int
+    # Set when a retraining used this feedback; feedback counts toward one retraining only.
+    retraining_id: str | None = Field(default=None, max_length=40)
+
+
+class Retraining(SQLModel, table=True):
+    """One feedback-driven DPO job of a scope, from its start to its promotion or rejection."""
+
+    __tablename__ = "studio_retrainings"
+    # One retraining per scope and generation: concurrent feedback starts it exactly once.
+    __table_args__ = (
+        sa.UniqueConstraint("project_id", "scope", "generation", name="uq_retrainings_generation"),
+    )
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    scope: str = Field(max_length=120)
+    generation: int
+    status: str = Field(max_length=20)  # training, evaluating, promoted, rejected, failed
+    base_model: str = Field(max_length=300)
+    job_id: str | None = Field(default=None, max_length=40)
+    dataset_id: str | None = Field(default=None, max_length=40)
+    evaluation_id: str | None = Field(default=None, max_length=40)
+    n_feedback: int
+    n_pairs: int
+    detail: str | None = None
+    created_at: int
+    updated_at: int
+
+
+class Evaluation(SQLModel, table=True):
+    """A model's answers to held-out prompts, scored and compared with another model's."""
+
+    __tablename__ = "studio_evaluations"
+    __table_args__ = (sa.Index("ix_studio_evaluations_project_pk", "project_id", "pk"),)
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    id: str = Field(max_length=40, unique=True, index=True)
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    status: str = Field(max_length=20)  # queued, running, completed, failed
+    model: str = Field(max_length=300)
+    request: dict[str, Any] = Field(sa_column=json_column("request", nullable=False))
+    summary: dict[str, Any] | None = Field(default=None, sa_column=json_column("summary"))
+    results: list[dict[str, Any]] | None = Field(default=None, sa_column=json_column("results"))
+    error: str | None = None
+    created_at: int
+    finished_at: int | None = None

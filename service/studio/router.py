@@ -7,14 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
+from service.models import aliases
 from service.studio import service
 from service.studio.schemas import (
+    AliasChangeList,
+    AliasChangeObject,
+    AliasList,
+    AliasObject,
     DatasetCreate,
     DatasetList,
     DatasetObject,
     PreferencesCreate,
+    PromoteRequest,
     RedactionList,
     RedactRequest,
+    RollbackRequest,
+    Scope,
     SettingsObject,
     SettingsUpdate,
 )
@@ -162,3 +170,82 @@ async def retrieve_email_dataset(
         session=session, project_id=caller.project_id, dataset_id=dataset_id
     )
     return DatasetObject.from_row(row)
+
+
+@router.get(
+    "/aliases",
+    operation_id="listEmailAliases",
+    summary="List the scopes' model aliases",
+    response_model=AliasList,
+)
+async def list_email_aliases(caller: CallerDep, session: SessionDep) -> AliasList:
+    """Return every alias of the project and the model it names."""
+    rows = await aliases.list_aliases(session=session, project_id=caller.project_id)
+    return AliasList(data=[AliasObject.from_row(r) for r in rows])
+
+
+@router.get(
+    "/aliases/{scope}",
+    operation_id="retrieveEmailAlias",
+    summary="Retrieve a scope's alias",
+    response_model=AliasObject,
+)
+async def retrieve_email_alias(scope: Scope, caller: CallerDep, session: SessionDep) -> AliasObject:
+    """Return the model a scope's alias names now."""
+    row = await service.get_scope_alias(session=session, project_id=caller.project_id, scope=scope)
+    return AliasObject.from_row(row)
+
+
+@router.post(
+    "/aliases/{scope}/promote",
+    operation_id="promoteEmailModel",
+    summary="Promote a model for a scope",
+    response_model=AliasObject,
+)
+async def promote_email_model(
+    scope: Scope,
+    body: PromoteRequest,
+    caller: CallerDep,
+    session: SessionDep,
+    registry: RegistryDep,
+) -> AliasObject:
+    """Make the scope's alias (`email:<scope>`) name this model from now on."""
+    row = await service.promote_scope(
+        session=session, registry=registry, project_id=caller.project_id, scope=scope, body=body
+    )
+    return AliasObject.from_row(row)
+
+
+@router.post(
+    "/aliases/{scope}/rollback",
+    operation_id="rollbackEmailModel",
+    summary="Roll a scope back to its previous model",
+    response_model=AliasObject,
+)
+async def rollback_email_model(
+    scope: Scope, body: RollbackRequest, caller: CallerDep, session: SessionDep
+) -> AliasObject:
+    """Point the scope's alias back at the model promoted before the current one."""
+    row = await aliases.rollback(
+        session=session,
+        project_id=caller.project_id,
+        alias=aliases.alias_of(scope),
+        reason=body.reason,
+    )
+    return AliasObject.from_row(row)
+
+
+@router.get(
+    "/aliases/{scope}/history",
+    operation_id="listEmailAliasHistory",
+    summary="A scope's promotions and rollbacks",
+    response_model=AliasChangeList,
+)
+async def list_email_alias_history(
+    scope: Scope, caller: CallerDep, session: SessionDep
+) -> AliasChangeList:
+    """Return the alias's changes, newest first."""
+    rows = await aliases.history(
+        session=session, project_id=caller.project_id, alias=aliases.alias_of(scope)
+    )
+    return AliasChangeList(data=[AliasChangeObject.from_row(r) for r in rows])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, model_validator
 
+from service.models.aliases import PREFIX as ALIAS_PREFIX
+from service.models.models import AliasChange, ModelAlias
 from service.pagination import ListPage
 from service.studio.datasets import EmailRecord, PreferencePair
 from service.studio.models import EmailDataset, StudioSettings
@@ -219,3 +222,87 @@ class SettingsObject(BaseModel):
             budget_usd=budget_usd,
             spent_usd=round(spent_usd, 6),
         )
+
+
+Scope = Annotated[
+    str,
+    PathParam(
+        description="department:<name> or user:<id>.",
+        examples=["department:sales", "user:usr_1003"],
+        max_length=120,
+    ),
+]
+
+
+class AliasObject(BaseModel):
+    """A scope's alias and the model it names now."""
+
+    object: Literal["email.alias"] = "email.alias"
+    scope: str
+    alias: str = Field(description="Pass it as `model` to chat completions or jobs.")
+    model: str
+    updated_at: int
+
+    @classmethod
+    def from_row(cls, row: ModelAlias) -> AliasObject:
+        """Build the wire object from its row."""
+        return cls(
+            scope=row.alias.removeprefix(ALIAS_PREFIX),
+            alias=row.alias,
+            model=row.model,
+            updated_at=row.updated_at,
+        )
+
+
+class AliasList(BaseModel):
+    """The project's aliases."""
+
+    object: Literal["list"] = "list"
+    data: list[AliasObject]
+
+
+class PromoteRequest(RequestModel):
+    """The model a scope's alias should name from now on."""
+
+    model: str = Field(min_length=1, max_length=300)
+    reason: str | None = Field(default=None, max_length=1000)
+    evaluation_id: str | None = Field(default=None, max_length=40)
+
+
+class RollbackRequest(RequestModel):
+    """Why the alias goes back to its previous model."""
+
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class AliasChangeObject(BaseModel):
+    """One promotion or rollback."""
+
+    id: str
+    object: Literal["email.alias_change"] = "email.alias_change"
+    action: Literal["promote", "rollback"]
+    model: str
+    previous_model: str | None
+    reason: str | None
+    evaluation_id: str | None
+    created_at: int
+
+    @classmethod
+    def from_row(cls, row: AliasChange) -> AliasChangeObject:
+        """Build the wire object from its row."""
+        return cls(
+            id=row.id,
+            action=row.action,
+            model=row.model,
+            previous_model=row.previous_model,
+            reason=row.reason,
+            evaluation_id=row.evaluation_id,
+            created_at=row.created_at,
+        )
+
+
+class AliasChangeList(BaseModel):
+    """An alias's history, newest first."""
+
+    object: Literal["list"] = "list"
+    data: list[AliasChangeObject]

@@ -22,7 +22,10 @@ from service.errors import InvalidRequest, NotFound
 from service.files.service import Generated, content_path, create_generated_files, get_file
 from service.ids import new_id, now
 from service.jobs.service import committed_spend
+from service.models import aliases
+from service.models.models import ModelAlias
 from service.models.registry import Method, ModelRegistry
+from service.models.service import visible_derived
 from service.pagination import page
 from service.projects.service import get_project
 from service.studio import cleaning
@@ -40,6 +43,7 @@ from service.studio.redaction import Redactor
 from service.studio.schemas import (
     DatasetCreate,
     PreferencesCreate,
+    PromoteRequest,
     RedactedEntity,
     RedactedText,
     RedactionList,
@@ -390,3 +394,55 @@ async def list_datasets(
         limit=limit,
         descending=True,
     )
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+
+async def _ensure_usable(
+    *, session: AsyncSession, registry: ModelRegistry, project_id: str, model: str
+) -> None:
+    """Refuse, with a 400, a model the project cannot call."""
+    if aliases.is_alias(model):
+        raise InvalidRequest("Promote a model, not an alias.", param="model", code="invalid_value")
+    if registry.resolve(model) is None and (
+        await visible_derived(session, project_id, model) is None
+    ):
+        raise InvalidRequest(
+            f"The model '{model}' does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+async def promote_scope(
+    *,
+    session: AsyncSession,
+    registry: ModelRegistry,
+    project_id: str,
+    scope: str,
+    body: PromoteRequest,
+) -> ModelAlias:
+    """Point the scope's alias at a model the project may call, and record why."""
+    alias = aliases.alias_of(scope)
+    await _ensure_usable(
+        session=session, registry=registry, project_id=project_id, model=body.model
+    )
+    return await aliases.promote(
+        session=session,
+        project_id=project_id,
+        alias=alias,
+        model=body.model,
+        reason=body.reason,
+        evaluation_id=body.evaluation_id,
+    )
+
+
+async def get_scope_alias(*, session: AsyncSession, project_id: str, scope: str) -> ModelAlias:
+    """Return the scope's alias, or raise NotFound when nothing was promoted for it."""
+    row = await aliases.find_alias(
+        session=session, project_id=project_id, alias=aliases.alias_of(scope)
+    )
+    if row is None:
+        raise NotFound(f"No model was promoted for scope '{scope}'.", param="scope")
+    return row

@@ -97,6 +97,13 @@ class Engine(ABC):
         """Verify and act on a webhook from where the engine runs jobs (404: it takes none)."""
         raise NotFound(f"No webhooks are taken for '{self.name}'.", code="webhook_not_found")
 
+    async def heldout_loss(
+        self, target: ModelTarget, conversations: list[list[dict[str, str]]]
+    ) -> float | None:
+        """Return the model's mean loss per token of each conversation's last message, or None
+        where the engine cannot compute it (a provider's model)."""
+        return None
+
     async def delete_model(self, target: ModelTarget) -> None:
         """Remove what the engine holds for a fine-tuned model that is being deleted."""
         return None

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from service.db import Database
 from service.engines.base import Engine, Engines, ModelTarget
 from service.errors import APIError, error_envelope
 from service.inference.schemas import ChatCompletionRequest
@@ -69,3 +70,32 @@ async def open_stream(
         yield "data: [DONE]\n\n"
 
     return events()
+
+
+async def complete(
+    *, database: Database, engines: Engines, project_id: str, request: ChatCompletionRequest
+) -> dict[str, Any]:
+    """Answer a chat completion request (not streamed) for the project."""
+    async with database.session() as session:
+        engine, target = await resolve_target(
+            session=session, engines=engines, project_id=project_id, name=request.model
+        )
+    # No database connection is held while the model generates.
+    return await engine.complete(target, request)
+
+
+async def heldout_loss(
+    *,
+    database: Database,
+    engines: Engines,
+    project_id: str,
+    model: str,
+    conversations: list[list[dict[str, str]]],
+) -> float | None:
+    """Return a model's mean loss on the last message of each conversation, where its engine
+    can compute one."""
+    async with database.session() as session:
+        engine, target = await resolve_target(
+            session=session, engines=engines, project_id=project_id, name=model
+        )
+    return await engine.heldout_loss(target, conversations)

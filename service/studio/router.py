@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
+from service.deps import (
+    CallerDep,
+    DatabaseDep,
+    EnginesDep,
+    RegistryDep,
+    SessionDep,
+    SettingsDep,
+)
 from service.models import aliases
 from service.studio import service
 from service.studio.schemas import (
@@ -17,6 +24,9 @@ from service.studio.schemas import (
     DatasetCreate,
     DatasetList,
     DatasetObject,
+    EvaluationCreate,
+    EvaluationList,
+    EvaluationObject,
     PreferencesCreate,
     PromoteRequest,
     RedactionList,
@@ -249,3 +259,72 @@ async def list_email_alias_history(
         session=session, project_id=caller.project_id, alias=aliases.alias_of(scope)
     )
     return AliasChangeList(data=[AliasChangeObject.from_row(r) for r in rows])
+
+
+EvaluationId = Annotated[str, Path(max_length=64, examples=["emaileval_4Jm2kQ8nX0aB7cD9eF1gH3iJ"])]
+
+
+@router.post(
+    "/evaluations",
+    operation_id="createEmailEvaluation",
+    summary="Evaluate a model on prompts, against another model or recorded answers",
+    response_model=EvaluationObject,
+)
+async def create_email_evaluation(
+    body: EvaluationCreate,
+    caller: CallerDep,
+    database: DatabaseDep,
+    engines: EnginesDep,
+    settings: SettingsDep,
+    redactor: RedactorDep,
+) -> EvaluationObject:
+    """Answer each prompt (concurrently), check each answer (language, greeting, closing, no
+    placeholder, no personal data of the training set), score it against its reference
+    (ROUGE-L, held-out loss for local models), compare it head to head, and store the result.
+    Answers when the evaluation is done (the seed's testFineTunedModel)."""
+    row = await service.create_evaluation(
+        database=database,
+        engines=engines,
+        project_id=caller.project_id,
+        files_dir=settings.files_dir,
+        body=body,
+        redactor=redactor,
+    )
+    return EvaluationObject.from_row(row)
+
+
+@router.get(
+    "/evaluations",
+    operation_id="listEmailEvaluations",
+    summary="List evaluations",
+    response_model=EvaluationList,
+)
+async def list_email_evaluations(
+    caller: CallerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> EvaluationList:
+    """Return the project's evaluations with their summaries, newest first."""
+    rows, has_more = await service.list_evaluations(
+        session=session, project_id=caller.project_id, after=after, limit=limit
+    )
+    return EvaluationList.of(
+        [EvaluationObject.from_row(r, with_results=False) for r in rows], has_more=has_more
+    )
+
+
+@router.get(
+    "/evaluations/{evaluation_id}",
+    operation_id="retrieveEmailEvaluation",
+    summary="Retrieve an evaluation",
+    response_model=EvaluationObject,
+)
+async def retrieve_email_evaluation(
+    evaluation_id: EvaluationId, caller: CallerDep, session: SessionDep
+) -> EvaluationObject:
+    """Return an evaluation with its per-prompt results."""
+    row = await service.get_evaluation(
+        session=session, project_id=caller.project_id, evaluation_id=evaluation_id
+    )
+    return EvaluationObject.from_row(row)

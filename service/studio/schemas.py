@@ -11,7 +11,7 @@ from service.models.aliases import PREFIX as ALIAS_PREFIX
 from service.models.models import AliasChange, ModelAlias
 from service.pagination import ListPage
 from service.studio.datasets import EmailRecord, PreferencePair
-from service.studio.models import EmailDataset, StudioSettings
+from service.studio.models import EmailDataset, Evaluation, StudioSettings
 from service.studio.prompts import SYSTEM_PROMPTS, USER_TEMPLATES
 from service.wire import RequestModel
 
@@ -306,3 +306,104 @@ class AliasChangeList(BaseModel):
 
     object: Literal["list"] = "list"
     data: list[AliasChangeObject]
+
+
+class PromptItem(BaseModel):
+    """A prompt with, optionally, a reference mail and its language."""
+
+    model_config = {"extra": "forbid"}
+
+    prompt: str = Field(min_length=1, max_length=20_000)
+    reference: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    language: Language | None = None
+    system: str | None = Field(default=None, max_length=4_000)
+
+
+class CompareTo(BaseModel):
+    """What the model is compared with: another model, or a file of recorded answers."""
+
+    model_config = {"extra": "forbid"}
+
+    model: str | None = Field(default=None, max_length=300)
+    file_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A chat-format file whose rows end with the answer to compare: such as the "
+        "answers the provider exit recorded from a model before it shut down.",
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.model is None) == (self.file_id is None):
+            raise ValueError("compare_to takes exactly one of 'model' and 'file_id'")
+        return self
+
+
+class EvaluationCreate(RequestModel):
+    """A model, the prompts it answers, and what to compare it with."""
+
+    model: str = Field(min_length=1, max_length=300, description="A model or a scope's alias.")
+    prompts: list[str | PromptItem] | None = Field(default=None, min_length=1, max_length=200)
+    file_id: str | None = Field(
+        default=None,
+        max_length=100,
+        description="A chat-format file (a dataset's validation file): each row's last "
+        "assistant message is the reference, the messages before it the prompt.",
+    )
+    limit: int = Field(default=50, ge=1, le=200, description="Rows read from file_id.")
+    compare_to: CompareTo | None = None
+    judge: str | None = Field(
+        default=None,
+        max_length=300,
+        description="A model that compares the two answers to each prompt, twice (positions "
+        "swapped); needs compare_to.",
+    )
+    max_tokens: int = Field(default=400, ge=1, le=4096)
+    temperature: float = Field(default=0.7, ge=0, le=2)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    seed: int | None = Field(default=0, description="Sampling seed, for answers you can repeat.")
+    concurrency: int = Field(default=4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _source(self) -> Self:
+        if (self.prompts is None) == (self.file_id is None):
+            raise ValueError("give exactly one of 'prompts' and 'file_id'")
+        if self.judge is not None and self.compare_to is None:
+            raise ValueError("a judge needs compare_to")
+        return self
+
+
+class EvaluationObject(BaseModel):
+    """An evaluation: per-prompt answers and scores, and the summary with its verdict."""
+
+    id: str
+    object: Literal["email.evaluation"] = "email.evaluation"
+    created_at: int
+    finished_at: int | None
+    status: Literal["running", "completed", "failed"]
+    model: str
+    compare_to: dict[str, Any] | None
+    judge: str | None
+    error: str | None
+    summary: dict[str, Any] | None
+    results: list[dict[str, Any]] | None
+
+    @classmethod
+    def from_row(cls, row: Evaluation, *, with_results: bool = True) -> EvaluationObject:
+        """Build the wire object from its row."""
+        return cls(
+            id=row.id,
+            created_at=row.created_at,
+            finished_at=row.finished_at,
+            status=row.status,
+            model=row.model,
+            compare_to=row.request.get("compare_to"),
+            judge=row.request.get("judge"),
+            error=row.error,
+            summary=row.summary,
+            results=row.results if with_results else None,
+        )
+
+
+class EvaluationList(ListPage[EvaluationObject]):
+    """A page of evaluations, newest first (without their per-prompt results)."""

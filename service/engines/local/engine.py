@@ -136,6 +136,14 @@ class LocalEngine(Engine):
         )
         return completion.model_dump(mode="json")
 
+    async def heldout_loss(
+        self, target: ModelTarget, conversations: list[list[dict[str, str]]]
+    ) -> float | None:
+        """Compute the loss of the answers in a thread."""
+        loaded = await self._load(target)
+        loss, _ = await anyio.to_thread.run_sync(self.generator.loss, loaded, conversations)
+        return loss
+
     async def complete_stream(
         self, target: ModelTarget, request: ChatCompletionRequest
     ) -> AsyncGenerator[dict[str, Any]]:

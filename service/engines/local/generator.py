@@ -96,6 +96,28 @@ class Generator:
         )
         return encoded["input_ids"]
 
+    def loss(self, loaded: Loaded, conversations: list[list[dict[str, str]]]) -> tuple[float, int]:
+        """Return the mean loss per token of each conversation's last (assistant) message given
+        the rest, over all conversations, and the number of tokens it is the mean of."""
+        import torch
+
+        total, tokens = 0.0, 0
+        with loaded.lock, torch.no_grad():
+            for messages in conversations:
+                prompt = self.prompt_ids(loaded, messages[:-1])
+                full = loaded.tokenizer.apply_chat_template(
+                    messages, return_tensors="pt", return_dict=True
+                )["input_ids"]
+                labels = full.clone()
+                labels[:, : prompt.shape[1]] = -100  # score the answer, not the prompt
+                scored = int((labels[:, 1:] != -100).sum())
+                if scored == 0:
+                    continue
+                output = loaded.model(input_ids=full, labels=labels)
+                total += float(output.loss) * scored
+                tokens += scored
+        return (total / tokens if tokens else float("nan")), tokens
+
     def _kwargs(self, loaded: Loaded, params: Params) -> dict[str, Any]:
         sample = params.temperature > 0
         kwargs: dict[str, Any] = {

@@ -41,6 +41,7 @@ from service.poller import Poller
 from service.projects import service as projects
 from service.projects.router import router as projects_router
 from service.settings import Settings
+from service.studio.learning import Watcher
 from service.studio.router import router as studio_router
 from service.studio.seed import router as seed_router
 from service.studio.service import LazyRedactor
@@ -223,6 +224,15 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                     asyncio.create_task(engine.run(database=database, stopping=stopping))
                     for engine in app.state.engines
                 ]
+            watcher = Watcher(
+                database=database,
+                engines=app.state.engines,
+                settings=settings,
+                redactor=app.state.redactor,
+                interval=settings.studio_poll_seconds,
+            )
+            app.state.watcher = watcher
+            background.append(asyncio.create_task(watcher.run()))
             janitor = asyncio.create_task(
                 run_periodically(
                     database=database,

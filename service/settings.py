@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     upstream_sync_running_seconds: float = Field(default=5.0, gt=0)
     upstream_sync_queued_seconds: float = Field(default=30.0, gt=0)
     upstream_sync_paused_seconds: float = Field(default=120.0, gt=0)
+    studio_poll_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the studio moves its training runs (feedback also wakes it).",
+    )
 
     @field_validator("data_dir")
     @classmethod

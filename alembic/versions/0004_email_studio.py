@@ -174,7 +174,8 @@ def upgrade() -> None:
         sa.Column("id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
         sa.Column("project_id", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.Column("scope", sqlmodel.sql.sqltypes.AutoString(length=120), nullable=False),
-        sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+        sa.Column("generation", sa.Integer(), nullable=True),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
         sa.Column("base_model", sqlmodel.sql.sqltypes.AutoString(length=300), nullable=False),
         sa.Column("job_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=True),
@@ -191,6 +192,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("studio_retrainings", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_studio_retrainings_id"), ["id"], unique=True)
+        batch_op.create_index("ix_studio_retrainings_status", ["status"], unique=False)
 
     op.create_table(
         "studio_settings",
@@ -270,6 +272,7 @@ def downgrade() -> None:
     op.drop_table("email_datasets")
     op.drop_table("studio_settings")
     with op.batch_alter_table("studio_retrainings", schema=None) as batch_op:
+        batch_op.drop_index("ix_studio_retrainings_status")
         batch_op.drop_index(batch_op.f("ix_studio_retrainings_id"))
 
     op.drop_table("studio_retrainings")

@@ -111,20 +111,26 @@ class Feedback(SQLModel, table=True):
 
 
 class Retraining(SQLModel, table=True):
-    """One feedback-driven DPO job of a scope, from its start to its promotion or rejection."""
+    """A scope's training run: its first model (kind "initial": a department's or a user's) or
+    a feedback-driven DPO job (kind "feedback"), from its start to promotion or rejection."""
 
     __tablename__ = "studio_retrainings"
-    # One retraining per scope and generation: concurrent feedback starts it exactly once.
+    # One feedback run per scope and generation: concurrent feedback starts it exactly once.
+    # (Initial runs have no generation; NULLs never collide.)
     __table_args__ = (
         sa.UniqueConstraint("project_id", "scope", "generation", name="uq_retrainings_generation"),
+        sa.Index("ix_studio_retrainings_status", "status"),
     )
 
     pk: int | None = Field(default=None, sa_column=pk_column())
     id: str = Field(max_length=40, unique=True, index=True)
     project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
     scope: str = Field(max_length=120)
-    generation: int
-    status: str = Field(max_length=20)  # training, evaluating, promoted, rejected, failed
+    kind: str = Field(max_length=20)  # initial | feedback
+    generation: int | None = None
+    # starting, training, evaluating; then promoted, kept (initial, a model was already
+    # promoted), rejected (its evaluation failed) or failed.
+    status: str = Field(max_length=20)
     base_model: str = Field(max_length=300)
     job_id: str | None = Field(default=None, max_length=40)
     dataset_id: str | None = Field(default=None, max_length=40)

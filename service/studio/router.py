@@ -15,7 +15,7 @@ from service.deps import (
     SettingsDep,
 )
 from service.models import aliases
-from service.studio import service
+from service.studio import learning, service
 from service.studio.schemas import (
     AliasChangeList,
     AliasChangeObject,
@@ -27,12 +27,19 @@ from service.studio.schemas import (
     EvaluationCreate,
     EvaluationList,
     EvaluationObject,
+    FeedbackCreate,
+    FeedbackObject,
+    FeedbackStatus,
     PreferencesCreate,
     PromoteRequest,
     RedactionList,
     RedactRequest,
     RollbackRequest,
+    RunObject,
     Scope,
+    ScopeModelsCreate,
+    ScopeTraining,
+    ScopeTrainingList,
     SettingsObject,
     SettingsUpdate,
 )
@@ -47,6 +54,29 @@ def get_redactor(request: Request) -> service.LazyRedactor:
 
 
 RedactorDep = Annotated[service.LazyRedactor, Depends(get_redactor)]
+
+
+def get_watcher(request: Request) -> learning.Watcher | None:
+    """Return the app's studio watcher (None until the app has started)."""
+    watcher: learning.Watcher | None = getattr(request.app.state, "watcher", None)
+    return watcher
+
+
+WatcherDep = Annotated[learning.Watcher | None, Depends(get_watcher)]
+
+
+def _scope_training(started: learning.Started) -> ScopeTraining:
+    return ScopeTraining(
+        scope=started.scope,
+        alias=aliases.PREFIX + started.scope,
+        dataset_id=started.dataset_id,
+        job_id=started.job.id if started.job else None,
+        job_status=started.job.status if started.job else None,
+        run_id=started.run_id,
+        skipped=started.skipped,
+    )
+
+
 DatasetId = Annotated[str, Path(max_length=64, examples=["emailds_4Jm2kQ8nX0aB7cD9eF1gH3iJ"])]
 
 
@@ -328,3 +358,116 @@ async def retrieve_email_evaluation(
         session=session, project_id=caller.project_id, evaluation_id=evaluation_id
     )
     return EvaluationObject.from_row(row)
+
+
+@router.post(
+    "/models/departments",
+    operation_id="trainEmailDepartmentModels",
+    summary="Train one model per department",
+    response_model=ScopeTrainingList,
+)
+async def train_email_department_models(
+    body: ScopeModelsCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    engines: EnginesDep,
+    redactor: RedactorDep,
+) -> ScopeTrainingList:
+    """Build one dataset per department from the history and start one job each (the seed's
+    trainDepartmentModel); each model is promoted to `email:department:<name>` when it is the
+    department's first. A department with too few usable mails is skipped, with the reason."""
+    started = await learning.train_departments(
+        session=session,
+        project_id=caller.project_id,
+        settings=settings,
+        engines=engines,
+        redactor=redactor,
+        body=body,
+    )
+    return ScopeTrainingList(data=[_scope_training(s) for s in started])
+
+
+@router.post(
+    "/models/personal",
+    operation_id="trainEmailPersonalModel",
+    summary="Train a user's personal model",
+    response_model=ScopeTraining,
+)
+async def train_email_personal_model(
+    body: ScopeModelsCreate,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    engines: EnginesDep,
+    redactor: RedactorDep,
+) -> ScopeTraining:
+    """Train `email:user:<id>` from the user's own rated mails (the seed's
+    trainPersonalizedModel); 400 under 10 usable examples."""
+    started = await learning.train_personal(
+        session=session,
+        project_id=caller.project_id,
+        settings=settings,
+        engines=engines,
+        redactor=redactor,
+        body=body,
+    )
+    return _scope_training(started)
+
+
+@router.post(
+    "/feedback",
+    operation_id="createEmailFeedback",
+    summary="Rate a mail or a completion, with a rewrite",
+    response_model=FeedbackObject,
+)
+async def create_email_feedback(
+    body: FeedbackCreate, caller: CallerDep, session: SessionDep, watcher: WatcherDep
+) -> FeedbackObject:
+    """Record a rating (and the improved mail); when the scope's feedback reaches its threshold
+    (50 by default) with at least 10 rewrites, one DPO retraining starts on the scope's current
+    model, and its model is promoted only if its evaluation passes."""
+    feedback, run = await learning.add_feedback(
+        session=session,
+        project_id=caller.project_id,
+        body=body,
+        wake=watcher.wake if watcher else None,
+    )
+    return FeedbackObject(
+        id=feedback.id,
+        scope=feedback.scope,
+        email_id=feedback.email_id,
+        completion_id=feedback.completion_id,
+        rating=feedback.rating,
+        created_at=feedback.created_at,
+        retraining=RunObject.from_row(run) if run else None,
+    )
+
+
+@router.get(
+    "/feedback/{scope}",
+    operation_id="retrieveEmailFeedbackStatus",
+    summary="A scope's feedback and retrainings",
+    response_model=FeedbackStatus,
+)
+async def retrieve_email_feedback_status(
+    scope: Scope, caller: CallerDep, session: SessionDep
+) -> FeedbackStatus:
+    """Return the feedback waiting, the threshold, the current model and every run."""
+    return await learning.feedback_status(
+        session=session, project_id=caller.project_id, scope=scope
+    )
+
+
+@router.get(
+    "/runs/{run_id}",
+    operation_id="retrieveEmailTrainingRun",
+    summary="Retrieve a training run",
+    response_model=RunObject,
+)
+async def retrieve_email_training_run(
+    run_id: Annotated[str, Path(max_length=64)], caller: CallerDep, session: SessionDep
+) -> RunObject:
+    """Return a scope's initial training or feedback retraining, with its status."""
+    row = await learning.get_run(session=session, project_id=caller.project_id, run_id=run_id)
+    return RunObject.from_row(row)

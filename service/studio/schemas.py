@@ -11,7 +11,7 @@ from service.models.aliases import PREFIX as ALIAS_PREFIX
 from service.models.models import AliasChange, ModelAlias
 from service.pagination import ListPage
 from service.studio.datasets import EmailRecord, PreferencePair
-from service.studio.models import EmailDataset, Evaluation, StudioSettings
+from service.studio.models import EmailDataset, Evaluation, Retraining, StudioSettings
 from service.studio.prompts import SYSTEM_PROMPTS, USER_TEMPLATES
 from service.wire import RequestModel
 
@@ -169,6 +169,11 @@ class SettingsUpdate(RequestModel):
         default=None,
         description="Off: datasets keep personal data and may only train local models.",
     )
+    feedback_thresholds: dict[str, Annotated[int, Field(ge=1, le=100_000)]] | None = Field(
+        default=None,
+        description="Feedbacks that start a retraining, per scope (the seed's 50 otherwise).",
+        examples=[{"department:support": 20}],
+    )
     budget_usd: float | None = Field(
         default=None,
         ge=0,
@@ -203,6 +208,7 @@ class SettingsObject(BaseModel):
     system_prompts: dict[str, dict[str, str]]
     user_templates: dict[str, str]
     redact: bool
+    feedback_thresholds: dict[str, int]
     budget_usd: float | None
     spent_usd: float = Field(
         description="Finished jobs' cost plus the high estimate of unfinished ones."
@@ -219,6 +225,7 @@ class SettingsObject(BaseModel):
             system_prompts=row.system_prompts,
             user_templates=row.user_templates,
             redact=row.redact,
+            feedback_thresholds=row.feedback_thresholds,
             budget_usd=budget_usd,
             spent_usd=round(spent_usd, 6),
         )
@@ -407,3 +414,122 @@ class EvaluationObject(BaseModel):
 
 class EvaluationList(ListPage[EvaluationObject]):
     """A page of evaluations, newest first (without their per-prompt results)."""
+
+
+class ScopeModelsCreate(RequestModel):
+    """History to train department or personal models on, and how."""
+
+    emails: list[EmailRecord] | None = Field(default=None, max_length=MAX_EMAILS)
+    file_id: str | None = Field(default=None, max_length=100)
+    model: str = Field(min_length=1, max_length=300, description="The base model to fine-tune.")
+    departments: list[str] | None = Field(
+        default=None, max_length=50, description="Departments to train; all found when absent."
+    )
+    user_id: str | None = Field(default=None, max_length=200)
+    min_rating: int = Field(default=4, ge=0, le=5)
+    redact: bool | None = None
+    validation_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    suffix: str | None = Field(default=None, max_length=64)
+    hyperparameters: dict[str, int | float | str] | None = Field(
+        default=None, description="n_epochs, batch_size, learning_rate_multiplier."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.emails is None) == (self.file_id is None):
+            raise ValueError("give exactly one of 'emails' and 'file_id'")
+        return self
+
+
+class ScopeTraining(BaseModel):
+    """One scope's dataset and job, or why it was skipped."""
+
+    object: Literal["email.scope_training"] = "email.scope_training"
+    scope: str
+    alias: str
+    dataset_id: str | None
+    job_id: str | None
+    job_status: str | None
+    run_id: str | None
+    skipped: str | None
+
+
+class ScopeTrainingList(BaseModel):
+    """Every scope's training."""
+
+    object: Literal["list"] = "list"
+    data: list[ScopeTraining]
+
+
+class FeedbackCreate(RequestModel):
+    """A rating of a mail from the history or of a completion, with the rewrite, if any."""
+
+    email_id: str | None = Field(default=None, max_length=200)
+    completion_id: str | None = Field(default=None, max_length=60)
+    rating: int = Field(ge=1, le=5)
+    improvements: str = Field(
+        default="", max_length=MAX_TEXT_CHARS, description="The full mail as it should have been."
+    )
+    scope: str | None = Field(
+        default=None,
+        max_length=120,
+        description="The scope it counts toward; by default the mail's department (or the "
+        "completion's scope).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        if (self.email_id is None) == (self.completion_id is None):
+            raise ValueError("give exactly one of 'email_id' and 'completion_id'")
+        return self
+
+
+class RunObject(BaseModel):
+    """A scope's training run: initial model or feedback retraining."""
+
+    id: str
+    object: Literal["email.training_run"] = "email.training_run"
+    scope: str
+    kind: str
+    generation: int | None
+    status: str
+    base_model: str
+    job_id: str | None
+    dataset_id: str | None
+    evaluation_id: str | None
+    n_feedback: int
+    n_pairs: int
+    detail: str | None
+    created_at: int
+    updated_at: int
+
+    @classmethod
+    def from_row(cls, row: Retraining) -> RunObject:
+        """Build the wire object from its row."""
+        return cls.model_validate(row, from_attributes=True)
+
+
+class FeedbackObject(BaseModel):
+    """A recorded feedback, and the retraining it started, if it did."""
+
+    id: str
+    object: Literal["email.feedback"] = "email.feedback"
+    scope: str
+    email_id: str | None
+    completion_id: str | None
+    rating: int
+    created_at: int
+    retraining: RunObject | None = None
+
+
+class FeedbackStatus(BaseModel):
+    """Where a scope stands: feedback waiting, threshold, and its runs (newest first)."""
+
+    object: Literal["email.feedback_status"] = "email.feedback_status"
+    scope: str
+    threshold: int
+    min_rewrites: int
+    pending_feedback: int
+    pending_rewrites: int
+    current_model: str | None
+    runs: list[RunObject]

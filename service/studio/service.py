@@ -56,7 +56,7 @@ from service.studio.evaluation import (
     summarize,
     verdict,
 )
-from service.studio.models import EmailDataset, Evaluation, StudioSettings
+from service.studio.models import EmailDataset, Evaluation, StudioEmail, StudioSettings
 from service.studio.redaction import PLACEHOLDER, Redactor
 from service.studio.schemas import (
     DatasetCreate,
@@ -139,6 +139,10 @@ async def update_settings(
         row.user_templates = {str(k): v for k, v in body.user_templates.items()}
     if body.redact is not None:
         row.redact = body.redact
+    if body.feedback_thresholds is not None:
+        for scope in body.feedback_thresholds:
+            aliases.alias_of(scope)  # a malformed scope is a 400
+        row.feedback_thresholds = dict(body.feedback_thresholds)
     if "budget_usd" in body.model_fields_set:
         project = await get_project(session=session, project_id=project_id)
         project.budget_usd = body.budget_usd
@@ -310,6 +314,36 @@ async def _save(
     return row
 
 
+async def remember_emails(
+    *, session: AsyncSession, project_id: str, records: Sequence[EmailRecord]
+) -> None:
+    """Keep the history's mails so that feedback can name them by id (latest copy wins)."""
+    by_id = {record.id: record for record in records}
+    ids = list(by_id)
+    existing: dict[str, StudioEmail] = {}
+    for start in range(0, len(ids), 500):
+        rows = await session.exec(
+            select(StudioEmail).where(
+                StudioEmail.project_id == project_id,
+                col(StudioEmail.email_id).in_(ids[start : start + 500]),
+            )
+        )
+        existing.update({row.email_id: row for row in rows})
+    for email_id, record in by_id.items():
+        row = existing.get(email_id) or StudioEmail(
+            project_id=project_id, email_id=email_id, context="", subject="", body="", updated_at=0
+        )
+        row.user_id, row.department, row.language = (
+            record.user_id,
+            record.department,
+            record.language,
+        )
+        row.category, row.context, row.subject = record.category, record.context, record.subject
+        row.body, row.rating, row.updated_at = record.body, record.rating, now()
+        session.add(row)
+    await session.commit()
+
+
 async def create_dataset(
     *,
     session: AsyncSession,
@@ -318,8 +352,10 @@ async def create_dataset(
     body: DatasetCreate,
     redactor: LazyRedactor,
     registry: ModelRegistry,
+    remember: bool = True,
 ) -> EmailDataset:
-    """Build a chat dataset from e-mail history and store its files and row together."""
+    """Build a chat dataset from e-mail history and store its files and row together; the
+    history's mails are remembered so that feedback can name them (unless `remember` is off)."""
     records = await _records(
         session=session,
         project_id=project_id,
@@ -328,6 +364,8 @@ async def create_dataset(
         file_id=body.file_id,
         model=EmailRecord,
     )
+    if remember:
+        await remember_emails(session=session, project_id=project_id, records=records)
     options = await _options(session=session, project_id=project_id, body=body)
     engine = await redactor.get() if options.redact else None
 

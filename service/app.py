@@ -232,7 +232,8 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                 interval=settings.studio_poll_seconds,
             )
             app.state.watcher = watcher
-            background.append(asyncio.create_task(watcher.run()))
+            if settings.embedded_worker:  # like the engines' workers; tests step it themselves
+                background.append(asyncio.create_task(watcher.run()))
             janitor = asyncio.create_task(
                 run_periodically(
                     database=database,

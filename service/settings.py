@@ -92,6 +92,7 @@ class Settings(BaseSettings):
         default=True,
         description="At `serve`/`worker` start-up, convert installed packaged models (once).",
     )
+    # `serve` runs the engines' workers and the studio's watcher itself (off: other processes do).
     embedded_worker: bool = True
     worker_lease_seconds: float = Field(default=60.0, gt=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)

@@ -1,9 +1,10 @@
 """The studio's training loop: department and personal models, feedback, and the runs that turn
 feedback into a DPO job whose model is promoted only when its evaluation passes.
 
-A run (`Retraining`) moves starting -> training -> evaluating -> promoted | rejected | failed
-(an initial run: training -> promoted | kept | failed). `Watcher.poll_once` moves every run one
-step; `serve` runs it in the background, woken when feedback starts a run, and tests call it.
+A run (`Retraining`) moves starting -> preparing -> training -> evaluating -> promoted |
+rejected | failed (an initial run: training -> promoted | kept | failed). `Watcher.poll_once`
+moves every run one step; `serve` runs it in the background, woken when feedback starts a run,
+and tests call it.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ DEFAULT_THRESHOLD = 50
 MIN_REWRITES = 10
 # The seed's triggerRetraining hyperparameters.
 FEEDBACK_DPO = {"n_epochs": 1, "learning_rate_multiplier": 0.05}
-ACTIVE = ("starting", "training", "evaluating")
+ACTIVE = ("starting", "preparing", "training", "evaluating")
+# A run that has been preparing its job this long was interrupted: it starts again.
+STALE_PREPARING_SECONDS = 600
 # An evaluation that has not finished after this long was interrupted.
 STALE_EVALUATION_SECONDS = 3600
 # Prompts a retraining's evaluation answers (each model answers each, greedily).
@@ -345,6 +348,7 @@ async def add_feedback(
     session.add(feedback)
     await session.commit()
     run = await _maybe_start(session=session, project_id=project_id, scope=source.scope)
+    await session.refresh(feedback)  # a lost race rolled the session back
     if run is not None and wake is not None:
         wake()
     return feedback, run
@@ -504,7 +508,13 @@ class Watcher:
 
     async def _step(self, run: Retraining) -> int:
         if run.status == "starting":
+            # One process prepares the job: whoever moves the run to "preparing" first.
+            if not await self._set(run, "preparing", expect="starting"):
+                return 0
             return await self._start_job(run)
+        if run.status == "preparing" and now() - run.updated_at > STALE_PREPARING_SECONDS:
+            await self._set(run, "starting", expect="preparing")
+            return 1
         if run.status == "evaluating" and now() - run.updated_at > STALE_EVALUATION_SECONDS:
             # Its evaluator stopped (a restart): evaluate again.
             await self._set(run, "training", expect="evaluating")
@@ -555,7 +565,7 @@ class Watcher:
                 engines=self.engines,
                 settings=self.settings,
             )
-        await self._set(run, "training", expect="starting", job_id=job.id, dataset_id=dataset.id)
+        await self._set(run, "training", expect="preparing", job_id=job.id, dataset_id=dataset.id)
         return 1
 
     async def _pairs(self, session: AsyncSession, run: Retraining) -> list[PreferencePair]:

@@ -128,7 +128,7 @@ class Retraining(SQLModel, table=True):
     scope: str = Field(max_length=120)
     kind: str = Field(max_length=20)  # initial | feedback
     generation: int | None = None
-    # starting, training, evaluating; then promoted, kept (initial, a model was already
+    # starting, preparing, training, evaluating; then promoted, kept (initial, a model was already
     # promoted), rejected (its evaluation failed) or failed.
     status: str = Field(max_length=20)
     base_model: str = Field(max_length=300)

@@ -13,14 +13,13 @@ from service.events.models import StreamTicket
 from service.files.models import File, FileCheck
 from service.idempotency import IdempotencyRecord
 from service.jobs.models import Job, JobEvent
-from service.models.models import AliasChange, FineTunedModel, ModelAlias
+from service.models.models import AliasChange, AliasCompletion, FineTunedModel, ModelAlias
 from service.projects.models import ApiKey, Project
 from service.studio.models import (
     EmailDataset,
     Evaluation,
     Feedback,
     Retraining,
-    StudioCompletion,
     StudioEmail,
     StudioSettings,
 )
@@ -29,6 +28,7 @@ metadata = SQLModel.metadata
 
 __all__ = [
     "AliasChange",
+    "AliasCompletion",
     "ApiKey",
     "Checkpoint",
     "EmailDataset",
@@ -46,7 +46,6 @@ __all__ = [
     "Project",
     "Retraining",
     "StreamTicket",
-    "StudioCompletion",
     "StudioEmail",
     "StudioSettings",
     "UpstreamFile",

@@ -67,7 +67,7 @@ def upgrade() -> None:
         )
 
     op.create_table(
-        "studio_completions",
+        "alias_completions",
         sa.Column(
             "pk",
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
@@ -84,8 +84,8 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["project_id"], ["projects.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("pk"),
     )
-    with op.batch_alter_table("studio_completions", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_studio_completions_id"), ["id"], unique=True)
+    with op.batch_alter_table("alias_completions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_alias_completions_id"), ["id"], unique=True)
 
     op.create_table(
         "studio_emails",
@@ -287,10 +287,10 @@ def downgrade() -> None:
 
     op.drop_table("studio_evaluations")
     op.drop_table("studio_emails")
-    with op.batch_alter_table("studio_completions", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_studio_completions_id"))
+    with op.batch_alter_table("alias_completions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_alias_completions_id"))
 
-    op.drop_table("studio_completions")
+    op.drop_table("alias_completions")
     with op.batch_alter_table("model_aliases", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_model_aliases_project_id"))
 

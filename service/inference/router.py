@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from service.deps import CallerDep, EnginesDep, SessionDep
+from service.deps import CallerDep, DatabaseDep, EnginesDep, SessionDep
 from service.inference import service
 from service.inference.schemas import ChatCompletion, ChatCompletionRequest
+from service.inference.service import record_alias_completion
+from service.models import aliases
 
 router = APIRouter(prefix="/v1/chat", tags=["Chat"])
 
@@ -24,6 +26,7 @@ async def create_chat_completion(
     caller: CallerDep,
     session: SessionDep,
     engines: EnginesDep,
+    database: DatabaseDep,
 ) -> JSONResponse | StreamingResponse:
     """Answer with a base model, a fine-tuned model or a checkpoint: a local one (LoRA adapter
     on its base, loaded on demand) or one an upstream provider serves (forwarded).
@@ -39,4 +42,10 @@ async def create_chat_completion(
             headers={"Cache-Control": "no-cache"},
         )
     # The engine's object as it is: a provider's fields (tool calls, ...) pass through.
-    return JSONResponse(await engine.complete(target, body))
+    completion = await engine.complete(target, body)
+    if aliases.is_alias(body.model):
+        # Answers given through a scope's alias can be rated later by their id.
+        await record_alias_completion(
+            database=database, project_id=caller.project_id, request=body, completion=completion
+        )
+    return JSONResponse(completion)

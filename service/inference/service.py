@@ -12,8 +12,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from service.db import Database
 from service.engines.base import Engine, Engines, ModelTarget
 from service.errors import APIError, error_envelope
+from service.ids import now
 from service.inference.schemas import ChatCompletionRequest
+from service.models import aliases
 from service.models.aliases import resolve_alias
+from service.models.models import AliasCompletion
 from service.models.service import get_visible_derived
 
 log = logging.getLogger(__name__)
@@ -99,3 +102,30 @@ async def heldout_loss(
             session=session, engines=engines, project_id=project_id, name=model
         )
     return await engine.heldout_loss(target, conversations)
+
+
+async def record_alias_completion(
+    *,
+    database: Database,
+    project_id: str,
+    request: ChatCompletionRequest,
+    completion: dict[str, Any],
+) -> None:
+    """Keep an answer given through a scope's alias, so that feedback can name it by its id."""
+    choices = completion.get("choices") or []
+    answer = (choices[0].get("message") or {}).get("content") if choices else None
+    if not isinstance(answer, str) or not isinstance(completion.get("id"), str):
+        return
+    async with database.session() as session:
+        session.add(
+            AliasCompletion(
+                id=completion["id"],
+                project_id=project_id,
+                scope=request.model.removeprefix(aliases.PREFIX),
+                model=str(completion.get("model") or ""),
+                messages=[{"role": m.role, "content": m.content} for m in request.messages],
+                answer=answer,
+                created_at=now(),
+            )
+        )
+        await session.commit()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from service.db import pk_column
+from service.db import json_column, pk_column
 from service.projects import models as _projects  # noqa: F401  (foreign-key target)
 
 
@@ -53,4 +55,19 @@ class AliasChange(SQLModel, table=True):
     previous_model: str | None = Field(default=None, max_length=300)
     reason: str | None = Field(default=None, max_length=1000)
     evaluation_id: str | None = Field(default=None, max_length=40)
+    created_at: int
+
+
+class AliasCompletion(SQLModel, table=True):
+    """A completion answered through an alias, kept so that feedback can name it by its id."""
+
+    __tablename__ = "alias_completions"
+
+    pk: int | None = Field(default=None, sa_column=pk_column())
+    id: str = Field(max_length=60, unique=True, index=True)
+    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
+    scope: str = Field(max_length=120)
+    model: str = Field(max_length=300)
+    messages: list[dict[str, Any]] = Field(sa_column=json_column("messages", nullable=False))
+    answer: str
     created_at: int

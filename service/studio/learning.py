@@ -31,10 +31,11 @@ from service.jobs import service as jobs
 from service.jobs.models import Job
 from service.jobs.schemas import JobCreate
 from service.models import aliases
+from service.models.models import AliasCompletion
 from service.settings import Settings
 from service.studio import cleaning, prompts
 from service.studio.datasets import MIN_EXAMPLES, EmailRecord, PreferencePair
-from service.studio.models import Feedback, Retraining, StudioCompletion, StudioEmail
+from service.studio.models import Feedback, Retraining, StudioEmail
 from service.studio.schemas import (
     CompareTo,
     DatasetCreate,
@@ -305,9 +306,9 @@ async def _source(*, session: AsyncSession, project_id: str, body: FeedbackCreat
         )
     completion = (
         await session.exec(
-            select(StudioCompletion).where(
-                StudioCompletion.project_id == project_id,
-                StudioCompletion.id == body.completion_id,
+            select(AliasCompletion).where(
+                AliasCompletion.project_id == project_id,
+                AliasCompletion.id == body.completion_id,
             )
         )
     ).first()

@@ -76,21 +76,6 @@ class StudioEmail(SQLModel, table=True):
     updated_at: int
 
 
-class StudioCompletion(SQLModel, table=True):
-    """A completion answered through a scope's alias, kept so that feedback can name it."""
-
-    __tablename__ = "studio_completions"
-
-    pk: int | None = Field(default=None, sa_column=pk_column())
-    id: str = Field(max_length=60, unique=True, index=True)
-    project_id: str = Field(foreign_key="projects.id", ondelete="CASCADE")
-    scope: str = Field(max_length=120)
-    model: str = Field(max_length=300)
-    messages: list[dict[str, Any]] = Field(sa_column=json_column("messages", nullable=False))
-    answer: str
-    created_at: int
-
-
 class Feedback(SQLModel, table=True):
     """A user's rating of a mail or a completion, with the rewrite they would have sent."""
 

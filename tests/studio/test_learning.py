@@ -173,3 +173,39 @@ async def test_feedback_needs_a_known_mail(client, database):
         "/v1/email/feedback", headers=tenant.headers, json={"email_id": "em-0001", "rating": 9}
     )
     assert_envelope(bad, 400)
+
+
+async def test_feedback_on_a_completion_given_through_an_alias(app, client, database):
+    tenant = await make_tenant(database)
+    await client.post(
+        "/v1/email/models/personal",
+        headers=tenant.headers,
+        json={"emails": history(), "model": BASE, "user_id": "usr_1003"},
+    )
+    await run_to_success(database)
+    await settle(app)
+    answer = await client.post(
+        "/v1/chat/completions",
+        headers=tenant.headers,
+        json={
+            "model": "email:user:usr_1003",
+            "messages": [{"role": "user", "content": "Écrire un email de relance pour: devis"}],
+        },
+    )
+    completion_id = answer.json()["id"]
+    rated = await client.post(
+        "/v1/email/feedback",
+        headers=tenant.headers,
+        json={"completion_id": completion_id, "rating": 2, "improvements": "Bonjour,\n\nMerci."},
+    )
+    assert rated.status_code == 200, rated.text
+    assert rated.json()["scope"] == "user:usr_1003"
+    status = (await client.get("/v1/email/feedback/user:usr_1003", headers=tenant.headers)).json()
+    assert status["pending_feedback"] == 1 and status["pending_rewrites"] == 1
+    other = await make_tenant(database, "other")
+    foreign = await client.post(
+        "/v1/email/feedback",
+        headers=other.headers,
+        json={"completion_id": completion_id, "rating": 2},
+    )
+    assert_envelope(foreign, 404)

@@ -22,6 +22,8 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Presidio logs every recogniser it loads and every language it is asked for, at INFO.
+    logging.getLogger("presidio-analyzer").setLevel(max(logging.WARNING, logging.root.level))
 
 
 def _serve(settings: Settings, host: str, port: int) -> None:

@@ -268,22 +268,29 @@ def _mean(values: Sequence[float]) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
 
+# How much worse than the comparison a measure may be and still count as "no worse": sampling
+# and a retraining's small steps move these figures a little without changing the model.
+TOLERANCE = {"checks_passed": 0.0, "rouge_l": 0.02, "heldout_loss": 0.02}
+
+
+def _worse(name: str, mine: float, theirs: float) -> bool:
+    if name == "heldout_loss":  # lower is better; relative tolerance
+        return mine > theirs * (1 + TOLERANCE[name])
+    return mine < theirs - TOLERANCE[name] - 1e-9
+
+
 def _verdict(summary: dict[str, Any]) -> dict[str, Any]:
     """Pass when every prompt was answered and the model does no worse than the comparison on
-    each measure both have: checks, ROUGE-L, held-out loss, and a win rate of at least 0.5."""
+    each measure both have (checks, ROUGE-L, held-out loss; within `TOLERANCE`), and, when a
+    judge compared them, wins at least half the time."""
     reasons = []
     if summary["success_count"] < summary["test_count"]:
         reasons.append(f"{summary['test_count'] - summary['success_count']} prompt(s) unanswered")
     other = summary.get("compare")
     if other:
-        for name, better in (("checks_passed", max), ("rouge_l", max), ("heldout_loss", min)):
+        for name in ("checks_passed", "rouge_l", "heldout_loss"):
             mine, theirs = summary.get(name), other.get(name)
-            if (
-                mine is not None
-                and theirs is not None
-                and mine != theirs
-                and better(mine, theirs) != mine
-            ):
+            if mine is not None and theirs is not None and _worse(name, mine, theirs):
                 reasons.append(f"{name} {mine} is worse than {theirs}")
     duel = summary.get("head_to_head")
     if duel and duel["win_rate"] < 0.5:

@@ -55,6 +55,7 @@ class Generator:
         self._cache: OrderedDict[tuple[str, str | None], Loaded] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        self._load_lock = threading.Lock()
 
     def forget(self, adapter: str) -> None:
         """Drop cached models using `adapter` (its files are being deleted)."""
@@ -63,12 +64,23 @@ class Generator:
                 del self._cache[key]
 
     def load(self, base: str, adapter: str | None) -> Loaded:
-        """Return the model for (base, adapter), loading it if needed."""
+        """Return the model for (base, adapter), loading it if needed (one load at a time)."""
         key = (base, adapter)
         with self._cache_lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
+        # transformers builds a model on torch's meta device by patching torch for the whole
+        # process while it loads: two loads in two threads corrupt each other ("Cannot copy out
+        # of meta tensor"). Requests arriving together for one model also load it only once.
+        with self._load_lock:
+            with self._cache_lock:
+                if key in self._cache:
+                    return self._cache[key]
+            return self._load(key)
+
+    def _load(self, key: tuple[str, str | None]) -> Loaded:
+        base, adapter = key
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -50,6 +50,9 @@ bench: install
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/stream_latency.py
 	$(BIN)/python bench/upstream_calls.py
+	$(BIN)/python bench/studio_redaction.py
+	$(BIN)/python bench/studio_dataset_build.py
+	$(BIN)/python bench/studio_heldout_loss.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -40,11 +40,22 @@ async def _work(settings: Settings) -> None:
     import anyio
 
     from service.engines import build_engines
+    from service.studio.learning import Watcher
+    from service.studio.service import LazyRedactor
 
     await upgrade(settings.database_url)
     database = Database(settings.database_url)
     engines = build_engines(settings)
     stopping = anyio.Event()  # never set: the workers run until interrupted
+    # The studio's watcher goes with the workers: it starts, evaluates and promotes the
+    # retrainings that feedback asks for, wherever `serve` runs without embedded workers.
+    watcher = Watcher(
+        database=database,
+        engines=engines,
+        settings=settings,
+        redactor=LazyRedactor(),
+        interval=settings.studio_poll_seconds,
+    )
     try:
         async with anyio.create_task_group() as workers:
             for engine in engines:
@@ -52,6 +63,7 @@ async def _work(settings: Settings) -> None:
                 workers.start_soon(
                     functools.partial(engine.run, database=database, stopping=stopping)
                 )
+            workers.start_soon(watcher.run)
     finally:
         await engines.aclose()
         await database.dispose()

@@ -35,6 +35,7 @@ from service.models.models import AliasCompletion
 from service.settings import Settings
 from service.studio import cleaning, prompts
 from service.studio.datasets import MIN_EXAMPLES, EmailRecord, PreferencePair
+from service.studio.evaluations import create_evaluation
 from service.studio.models import Feedback, Retraining, StudioEmail
 from service.studio.schemas import (
     CompareTo,
@@ -50,7 +51,6 @@ from service.studio.schemas import (
 from service.studio.service import (
     LazyRedactor,
     create_dataset,
-    create_evaluation,
     create_preferences,
     get_dataset,
     get_settings,
@@ -456,7 +456,7 @@ class Watcher:
         """Ask for a pass soon (from the event loop's thread)."""
         self._wake.set()
 
-    async def run(self, stopping: asyncio.Event | None = None) -> None:
+    async def run(self) -> None:
         """Pass every interval, or when woken, until cancelled."""
         while True:
             self._wake.clear()

@@ -1,7 +1,7 @@
 """The prompts a training example is written with: a system prompt per department and language,
 and the user prompt the seed's `collectEmailExamples` builds from a mail's category and context.
 
-A project may override any of them (`PUT /v1/email/settings`); these are the defaults.
+A project may override any of them (`POST /v1/email/settings`); these are the defaults.
 """
 
 from __future__ import annotations

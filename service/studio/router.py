@@ -15,12 +15,14 @@ from service.deps import (
     SettingsDep,
 )
 from service.models import aliases
-from service.studio import learning, service
+from service.studio import compose, evaluations, learning, service
 from service.studio.schemas import (
     AliasChangeList,
     AliasChangeObject,
     AliasList,
     AliasObject,
+    ComposeObject,
+    ComposeRequest,
     DatasetCreate,
     DatasetList,
     DatasetObject,
@@ -295,6 +297,32 @@ EvaluationId = Annotated[str, Path(max_length=64, examples=["emaileval_4Jm2kQ8nX
 
 
 @router.post(
+    "/compose",
+    operation_id="composeEmail",
+    summary="Write an e-mail with a studio model, asked as it was trained",
+    response_model=ComposeObject,
+)
+async def compose_email(
+    body: ComposeRequest,
+    caller: CallerDep,
+    database: DatabaseDep,
+    engines: EnginesDep,
+    redactor: RedactorDep,
+) -> ComposeObject:
+    """Ask the model (or a scope's alias) for a mail with the department's system prompt and the
+    user template, the context's personal data replaced by placeholders as in training; put the
+    values back in the answer, sign with `sender`, and check it (the seed's
+    generatePersonalizedEmail)."""
+    return await compose.compose(
+        database=database,
+        engines=engines,
+        redactor=redactor,
+        project_id=caller.project_id,
+        body=body,
+    )
+
+
+@router.post(
     "/evaluations",
     operation_id="createEmailEvaluation",
     summary="Evaluate a model on prompts, against another model or recorded answers",
@@ -312,7 +340,7 @@ async def create_email_evaluation(
     placeholder, no personal data of the training set), score it against its reference
     (ROUGE-L, held-out loss for local models), compare it head to head, and store the result.
     Answers when the evaluation is done (the seed's testFineTunedModel)."""
-    row = await service.create_evaluation(
+    row = await evaluations.create_evaluation(
         database=database,
         engines=engines,
         project_id=caller.project_id,
@@ -336,7 +364,7 @@ async def list_email_evaluations(
     after: Annotated[str | None, Query(max_length=64)] = None,
 ) -> EvaluationList:
     """Return the project's evaluations with their summaries, newest first."""
-    rows, has_more = await service.list_evaluations(
+    rows, has_more = await evaluations.list_evaluations(
         session=session, project_id=caller.project_id, after=after, limit=limit
     )
     return EvaluationList.of(
@@ -354,7 +382,7 @@ async def retrieve_email_evaluation(
     evaluation_id: EvaluationId, caller: CallerDep, session: SessionDep
 ) -> EvaluationObject:
     """Return an evaluation with its per-prompt results."""
-    row = await service.get_evaluation(
+    row = await evaluations.get_evaluation(
         session=session, project_id=caller.project_id, evaluation_id=evaluation_id
     )
     return EvaluationObject.from_row(row)

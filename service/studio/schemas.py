@@ -533,3 +533,55 @@ class FeedbackStatus(BaseModel):
     pending_rewrites: int
     current_model: str | None
     runs: list[RunObject]
+
+
+class ComposeRequest(RequestModel):
+    """An e-mail to write with a studio model, asked as its training mails were."""
+
+    model: str = Field(min_length=1, max_length=300, description="A model or a scope's alias.")
+    context: str = Field(
+        min_length=1,
+        max_length=4_000,
+        description="What the mail is for, as the user types it (the history's `context`).",
+        examples=["Remercier M. Okafor pour sa commande de douze chaises."],
+    )
+    category: str = Field(
+        min_length=1, max_length=200, description="The kind of mail (the history's `category`)."
+    )
+    department: str = Field(default="support", min_length=1, max_length=100)
+    language: Language | None = Field(
+        default=None, description="The mail's language; detected from the context when absent."
+    )
+    sender: str | None = Field(
+        default=None,
+        max_length=200,
+        description="The name to sign with, in place of the name placeholder under the closing.",
+    )
+    redact: bool = Field(
+        default=True,
+        description="Replace the context's personal data by placeholders before the model sees "
+        "it, and put the values back in its answer (as the model was trained).",
+    )
+    max_tokens: int = Field(default=400, ge=1, le=4096)
+    temperature: float = Field(default=0.3, ge=0, le=2)
+    top_p: float = Field(default=0.9, gt=0, le=1)
+    seed: int | None = None
+
+
+class ComposeObject(BaseModel):
+    """A written e-mail: subject and body with the real values back, and its checks."""
+
+    id: str = Field(
+        description="The completion's id (feedback may name it when `model` is an alias)."
+    )
+    object: Literal["email.composition"] = "email.composition"
+    created: int
+    model: str
+    language: Language
+    subject: str | None
+    body: str
+    text: str = Field(description="The whole answer, values restored.")
+    messages: list[dict[str, str]] = Field(description="What the model was sent (redacted).")
+    restored: list[str] = Field(description="The placeholders whose values were put back.")
+    checks: dict[str, Any]
+    usage: dict[str, Any] | None = None

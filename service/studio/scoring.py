@@ -1,7 +1,7 @@
 """Scoring a model's e-mails: automatic checks, ROUGE-L against reference mails, a pairwise
 judgement with positions swapped, and the summary that decides whether a model passes.
 
-Plain functions over plain data; `service.py` runs the completions and stores the results.
+Plain functions over plain data; `evaluations.py` runs the completions and stores the results.
 """
 
 from __future__ import annotations
@@ -117,6 +117,9 @@ class Checks:
     no_training_personal_data: bool
     detected_language: str | None = None
     leaked: list[str] = field(default_factory=list)
+    # Placeholders the answer wrote that its prompt did not hold (for the application to fill,
+    # such as the sender's name under the closing formula of a model trained on redacted mail).
+    placeholders: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -141,6 +144,7 @@ class Checks:
             "no_placeholder_left": self.no_placeholder_left,
             "no_training_personal_data": self.no_training_personal_data,
             "leaked": self.leaked,
+            "placeholders": self.placeholders,
             "passed": self.passed,
         }
 
@@ -152,15 +156,17 @@ def check(answer: str, item: Item, *, personal_values: Iterable[str] = ()) -> Ch
     detected = cleaning.detect_language(answer) if answer.strip() else None
     prompt_placeholders = set(PLACEHOLDER.findall(" ".join(m["content"] for m in item.messages)))
     leaked = sorted({value for value in personal_values if value and value in answer})
+    invented = sorted(set(PLACEHOLDER.findall(answer)) - prompt_placeholders)
     body = _body(answer)
     return Checks(
         language=detected is not None and (expected is None or detected == expected),
         greeting=bool(_GREETING.search(body[:300])),
         closing=bool(_CLOSING.search(body)),
-        no_placeholder_left=not (set(PLACEHOLDER.findall(answer)) - prompt_placeholders),
+        no_placeholder_left=not invented,
         no_training_personal_data=not leaked,
         detected_language=detected,
         leaked=leaked,
+        placeholders=invented,
     )
 
 

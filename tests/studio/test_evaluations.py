@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from service.studio.evaluation import Item, check, outcome, rouge_l, summarize
+from service.studio.scoring import Item, check, outcome, rouge_l, summarize
 from tests.engines.local_jobs import local_engine
 from tests.factories import assert_envelope, make_tenant, upload
 from tests.fake_engine import fake_engines
@@ -26,7 +26,8 @@ def test_checks_find_greeting_closing_language_placeholders_and_leaks():
     item = Item(messages=[{"role": "user", "content": "Relance Mme [NOM_1] pour la facture F-12."}])
     good = check(GOOD, item)
     assert good.language and good.greeting and good.closing
-    assert not good.no_placeholder_left  # [NOM_2] is not in the prompt
+    assert not good.no_placeholder_left  # [NOM_2] is not in the prompt; [NOM_1] is
+    assert good.placeholders == ["[NOM_2]"]
     assert check(GOOD.replace("[NOM_2]", "Julien"), item).passed
     english = check("Dear Ms Smith,\n\nPlease pay the invoice.\n\nKind regards,\n\nJulien", item)
     assert not english.language and english.detected_language == "en"

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
@@ -138,11 +139,27 @@ def _install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         error_type = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; list them all.
+            headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(app, request))}
         return JSONResponse(
-            error_envelope(message, error_type),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_envelope(message, error_type), status_code=exc.status_code, headers=headers
         )
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Return every method some route fully matches on the request's path (asked the way the
+    router asks, so routers included in any way are covered)."""
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in app.routes):
+            allowed.append(method)
+    return allowed
 
 
 _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -292,7 +309,13 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
 
     # HEAD is answered too (load balancers use it); the document lists GET only.
     @app.head("/healthz", include_in_schema=False)
-    @app.get("/healthz", tags=["Health"], operation_id="health", summary="Liveness check")
+    @app.get(
+        "/healthz",
+        tags=["Health"],
+        operation_id="health",
+        summary="Liveness check",
+        openapi_extra={"security": []},  # answers without a key
+    )
     async def health() -> dict[str, Any]:
         """Answer 200 when the process serves requests."""
         return {"status": "ok", "version": __version__}

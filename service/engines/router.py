@@ -30,6 +30,7 @@ ProviderName = Annotated[str, Path(max_length=32, description="The provider's na
         400: {"description": "Bad signature, stale timestamp or not an event."},
         409: {"description": "A delivery already received (replay)."},
     },
+    openapi_extra={"security": []},  # signed by the provider, not sent with an API key
 )
 async def receive_provider_webhook(
     provider: ProviderName,

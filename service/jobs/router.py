@@ -65,6 +65,11 @@ def _metadata_filter(request: Request) -> tuple[dict[str, str], bool]:
                     "Metadata keys cannot contain quotes or backslashes.", param="metadata"
                 )
             pairs[key] = value
+        elif name.startswith("metadata"):  # metadata[, metadata[]: a filter gone wrong
+            raise InvalidRequest(
+                f"Invalid metadata filter '{name}': give metadata[key]=value or metadata=null.",
+                param="metadata",
+            )
     if null and pairs:
         raise InvalidRequest(
             "Use either metadata=null or metadata[key]=value, not both.", param="metadata"

@@ -51,9 +51,9 @@ async def test_wrong_method_is_405(client, tenant, method, path, allowed):
     error = assert_envelope(response, 405)
     assert error["type"] == "invalid_request_error"
     assert method in error["message"]
-    # Starlette names only the methods of the first route on the path, so Allow may be partial.
+    # Every method of the path, not only those of the first route Starlette tried.
     advertised = {m.strip() for m in response.headers["allow"].split(",")}
-    assert advertised and advertised <= allowed | {"HEAD"}
+    assert advertised - {"HEAD"} == allowed
 
 
 # ---------------------------------------------------------------- body validation
@@ -339,6 +339,14 @@ async def test_openapi_lists_every_route_with_operation_id_and_tag(app, client):
         "health",
     }
     assert expected <= set(operation_ids)
+
+
+async def test_openapi_marks_the_routes_that_take_no_key(client):
+    spec = (await client.get("/openapi.json")).json()
+    assert spec["security"] == [{"bearerAuth": []}]
+    assert spec["paths"]["/healthz"]["get"]["security"] == []
+    assert spec["paths"]["/v1/webhooks/{provider}"]["post"]["security"] == []
+    assert "security" not in spec["paths"]["/v1/files"]["post"]
 
 
 async def test_openapi_routes_all_answer(app, client):

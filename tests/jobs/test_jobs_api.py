@@ -8,6 +8,7 @@ import pytest
 
 from service.models.registry import BaseModelSpec
 from tests.factories import (
+    assert_envelope,
     chat_file,
     jsonl,
     make_file,
@@ -199,6 +200,23 @@ async def test_list_pages_newest_first_and_filters_metadata(client, database):
     assert [j["id"] for j in filtered["data"]] == [ids[3], ids[1]]
     none = (await client.get(JOBS, headers=tenant.headers, params={"metadata": "null"})).json()
     assert none["data"] == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "metadata[i",  # an unclosed bracket
+        "metadata[]=1",  # no key
+        "metadata_team=a",
+        "metadata=nothing",
+        "metadata=null&metadata[team]=a",
+        'metadata["x"]=1',
+    ],
+)
+async def test_a_malformed_metadata_filter_is_refused_not_ignored(client, database, query):
+    tenant = await make_tenant(database)
+    response = await client.get(f"{JOBS}?{query}", headers=tenant.headers)
+    assert assert_envelope(response, 400)["param"] == "metadata"
 
 
 async def test_cancel_pause_resume(client, database):

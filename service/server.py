@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 _TICKET = re.compile(r"(ticket=)[^&\s\"']+")
 
@@ -83,6 +84,23 @@ class ServiceServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol, answering a handshake that websockets refuses.
+
+    websockets refuses a handshake it cannot parse (a request line over 8 KiB: 414; header
+    fields too large: 431) by queueing its answer, but uvicorn only flushes answers to handshakes
+    that parse: the client got nothing and the socket stayed open for minutes. This sends the
+    answer and closes the connection.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        """Take bytes as uvicorn does; answer and close a handshake websockets refused."""
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+
 def server_config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvicorn.Config:
     """The uvicorn settings of the service."""
     return uvicorn.Config(
@@ -91,6 +109,7 @@ def server_config(app: FastAPI, *, host: str, port: int, log_level: str) -> uvic
         port=port,
         log_level=log_level,
         proxy_headers=True,
+        ws=WebSocketProtocol,
         # Stream messages are small JSON; compressing each one for each subscriber costs more
         # CPU than it saves on the wire.
         ws_per_message_deflate=False,

@@ -19,14 +19,12 @@ from sqlmodel import col, delete, select
 from service.db import Database
 from service.events.models import StreamTicket
 from service.files.models import File
+from service.files.scratch import remove_unheld
 from service.files.service import content_path
 from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.ids import now
 
 log = logging.getLogger(__name__)
-
-# Upload leftovers older than this belong to no live request (uploads time out when idle).
-STALE_UPLOAD_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -70,28 +68,14 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
     # Rows first, then content: a crash in between leaves orphan content, never a dead row.
     for file_id in expired:
         content_path(files_dir, file_id).unlink(missing_ok=True)
-    leftovers = await anyio.to_thread.run_sync(_remove_stale_uploads, files_dir / "tmp")
+    # Uploads that no live process holds: a crash's leftovers go at the next start-up.
+    leftovers = await anyio.to_thread.run_sync(remove_unheld, files_dir / "tmp")
     result = SweepResult(len(expired), records.rowcount, leftovers, tickets.rowcount)
     if any(
         (result.files, result.idempotency_records, result.upload_leftovers, result.stream_tickets)
     ):
         log.info("janitor removed %s", result)
     return result
-
-
-def _remove_stale_uploads(tmp_dir: Path) -> int:
-    if not tmp_dir.is_dir():
-        return 0
-    cutoff = time.time() - STALE_UPLOAD_SECONDS
-    removed = 0
-    for path in tmp_dir.iterdir():
-        try:
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-        except FileNotFoundError:
-            continue  # another replica removed it first
-    return removed
 
 
 async def run_periodically(

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 from sqlalchemy import update
 from sqlmodel import col, select
 
 from service.files.models import File
 from service.idempotency import IdempotencyRecord
-from service.janitor import STALE_UPLOAD_SECONDS, sweep
+from service.janitor import sweep
 from service.projects.service import authenticate_key
 from tests.factories import make_file, make_tenant
 
@@ -35,8 +39,8 @@ async def test_sweep_removes_only_what_has_expired(client, database, settings):
     stale, fresh = tmp / "upload-stale", tmp / "upload-fresh"
     stale.write_bytes(b"x")
     fresh.write_bytes(b"y")
-    long_ago = time.time() - STALE_UPLOAD_SECONDS - 10
-    os.utime(stale, (long_ago, long_ago))
+    a_minute_ago = time.time() - 60
+    os.utime(stale, (a_minute_ago, a_minute_ago))
 
     result = await sweep(database=database, files_dir=settings.files_dir,
                          idempotency_ttl=settings.idempotency_ttl_seconds)
@@ -51,3 +55,45 @@ async def test_sweep_removes_only_what_has_expired(client, database, settings):
     again = await sweep(database=database, files_dir=settings.files_dir,
                         idempotency_ttl=settings.idempotency_ttl_seconds)
     assert (again.files, again.idempotency_records, again.upload_leftovers) == (0, 0, 0)
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from service.files.scratch import HeldFile
+held = HeldFile(Path(sys.argv[1]), "upload")
+with held.open() as out:
+    out.write(b"part of an upload")
+print(held.path, flush=True)
+time.sleep(600)
+"""
+
+
+def hold_in_another_process(directory: Path) -> tuple[subprocess.Popen[str], Path]:
+    """Start a process that receives an upload into `directory` and never finishes it."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(directory)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    path = Path(process.stdout.readline().strip())
+    a_minute_ago = time.time() - 60
+    os.utime(path, (a_minute_ago, a_minute_ago))
+    return process, path
+
+
+async def test_an_upload_of_a_live_process_is_kept_and_a_dead_ones_removed(database, settings):
+    tmp = settings.files_dir / "tmp"
+    process, path = hold_in_another_process(tmp)
+    try:
+        kept = await sweep(database=database, files_dir=settings.files_dir, idempotency_ttl=60)
+        assert kept.upload_leftovers == 0 and path.exists()
+        process.send_signal(signal.SIGKILL)  # as a crash would: nothing cleans up
+        process.wait(timeout=10)
+        assert path.exists()
+        await sweep(database=database, files_dir=settings.files_dir, idempotency_ttl=60)
+        assert not path.exists()  # (the app's own janitor may have been the one to remove it)
+    finally:
+        process.kill()
+        process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from service.errors import InvalidRequest, PayloadTooLarge, RequestTimeout
 from service.files.schemas import UPLOAD_FIELDS
+from service.files.scratch import HeldFile
 from service.training_data.formats import JsonlParser, ParseResult
 
 MAX_FIELD_BYTES = 4096
@@ -40,6 +40,7 @@ class ReceivedUpload:
     size: int = 0
     sha256: str = ""
     parsed: ParseResult | None = None
+    held: HeldFile | None = None
 
     def move_to(self, destination: Path) -> None:
         """Move the received content to its final place; it is then no longer temporary."""
@@ -49,9 +50,12 @@ class ReceivedUpload:
         self.path = None
 
     def discard(self) -> None:
-        """Remove the temporary content file, if it is still there."""
+        """Remove the temporary content file, if it is still there, and let go of it."""
         if self.path is not None:
             self.path.unlink(missing_ok=True)
+        if self.held is not None:
+            self.held.release()
+            self.held = None
 
 
 class _Sink:
@@ -117,8 +121,10 @@ class _Sink:
         if self.upload.path is not None:
             raise InvalidRequest("Only one file may be uploaded per request.", param="file")
         self.upload.filename = _clean_filename(raw_filename)
-        self.upload.path = self.tmp_dir / f"upload-{uuid.uuid4().hex}"
-        self._out = self.upload.path.open("wb")
+        # Held while this process receives it: a sweep removes it only once its process died.
+        self.upload.held = HeldFile(self.tmp_dir, "upload")
+        self.upload.path = self.upload.held.path
+        self._out = self.upload.held.open()
         # The SDK sends `purpose` before the file; when a client sends it after, parse anyway.
         if self.upload.fields.get("purpose", "fine-tune") == "fine-tune":
             self._parser = JsonlParser()

@@ -51,6 +51,10 @@ from service.validation_errors import describe_validation_error
 log = logging.getLogger(__name__)
 
 POSTGRES_SAFETY_POLL_SECONDS = 1.0
+# Event streams starting at once (authentication, cursor, snapshots, replay pages): a storm of
+# connections queues behind these instead of in front of every other request
+# (bench/stream_connect_storm.py).
+STREAM_STARTS = 4
 
 DESCRIPTION = """
 OpenAI-compatible fine-tuning service for IAPosteManager. Point the official `openai` SDK at
@@ -219,6 +223,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                     )
             hub = Hub(capacity=settings.stream_queue_size)
             app.state.hub = hub
+            app.state.stream_starts = anyio.CapacityLimiter(STREAM_STARTS)
             # On PostgreSQL NOTIFY wakes the poller; the interval is only a safety net there.
             interval = settings.event_poll_seconds
             if database.is_postgresql:

@@ -110,6 +110,7 @@ def _stream(request: Request | WebSocket, scope: Scope, after: int) -> EventStre
         scope=scope,
         after=after,
         heartbeat_seconds=settings.stream_heartbeat_seconds,
+        starts=request.app.state.stream_starts,
     )
 
 
@@ -132,7 +133,7 @@ async def sse_response(
     request: Request, scope: Scope, after: str | None, last_event_id: str | None
 ) -> Response:
     """Stream the scope's messages as server-sent events, after `Last-Event-ID` or `after`."""
-    async with request.app.state.database.session() as session:
+    async with request.app.state.stream_starts, request.app.state.database.session() as session:
         start = await service.start_stream(session, scope, last_event_id or after)
     if start.finished:
         return Response(status_code=204)  # tells EventSource the stream is over: no reconnect
@@ -194,12 +195,17 @@ async def _serve_websocket(websocket: WebSocket, job_id: str | None) -> None:
     await websocket.accept()
     database: Database = websocket.app.state.database
     try:
-        caller = await _stream_caller(
-            database, websocket.headers.get("authorization"), websocket.query_params.get("ticket")
-        )
-        scope = Scope(project_id=caller.project_id, job_id=job_id)
-        async with database.session() as session:
-            start = await service.start_stream(session, scope, websocket.query_params.get("after"))
+        async with websocket.app.state.stream_starts:
+            caller = await _stream_caller(
+                database,
+                websocket.headers.get("authorization"),
+                websocket.query_params.get("ticket"),
+            )
+            scope = Scope(project_id=caller.project_id, job_id=job_id)
+            async with database.session() as session:
+                start = await service.start_stream(
+                    session, scope, websocket.query_params.get("after")
+                )
     except APIError as error:
         await _close(websocket, 4000 + error.status_code, error.message)
         return

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, func, update
 from sqlmodel import col, select
@@ -73,21 +75,43 @@ def encode_event(event: JobEvent) -> Published:
 
 async def snapshot(session: AsyncSession, job: Job) -> Published:
     """Encode the job's current state, its progress and whether its log is complete."""
-    data = (
-        await session.exec(
-            select(JobEvent.data)
-            .where(JobEvent.job_id == job.id, JobEvent.type == "metrics")
-            .order_by(col(JobEvent.seq).desc())
-            .limit(1)
-        )
-    ).first()
+    return (await snapshots(session, [job]))[0]
+
+
+async def snapshots(session: AsyncSession, jobs: Sequence[Job]) -> list[Published]:
+    """Encode each job's snapshot, in two or three queries however many jobs there are (a
+    project stream starts with up to `SNAPSHOT_JOBS` of them, and clients connect in storms)."""
+    if not jobs:
+        return []
+    ids = [job.id for job in jobs]
+    in_jobs = col(JobEvent.job_id).in_(ids)
+    last: dict[str, int | None] = dict(
+        (
+            await session.exec(
+                select(JobEvent.job_id, func.max(JobEvent.pk))
+                .where(in_jobs)
+                .group_by(col(JobEvent.job_id))
+            )
+        ).all()
+    )
+    newest_metrics = select(func.max(JobEvent.pk)).where(in_jobs, JobEvent.type == "metrics")
+    metrics: dict[str, Any] = dict(
+        (
+            await session.exec(
+                select(JobEvent.job_id, JobEvent.data).where(
+                    col(JobEvent.pk).in_(newest_metrics.group_by(col(JobEvent.job_id)))
+                )
+            )
+        ).all()
+    )
+    return [_snapshot(job, metrics.get(job.id), last.get(job.id)) for job in jobs]
+
+
+def _snapshot(job: Job, data: dict[str, Any] | None, last: int | None) -> Published:
     progress = None
     if data and "step" in data:
         total = data.get("total_steps")
         progress = JobProgress(step=int(data["step"]), total_steps=int(total) if total else None)
-    last = (
-        await session.exec(select(func.max(JobEvent.pk)).where(JobEvent.job_id == job.id))
-    ).one()
     message = JobMessage(job=JobObject.from_row(job), progress=progress)
     return Published(
         job_id=job.id,

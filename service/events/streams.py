@@ -10,7 +10,11 @@ is published after the subscription began: nothing falls in between, and nothing
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+
+import anyio
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.db import Database
 from service.events import service
@@ -37,8 +41,10 @@ class EventStream:
         scope: Scope,
         after: int,
         heartbeat_seconds: float,
+        starts: anyio.CapacityLimiter | None = None,
     ) -> None:
         self._database = database
+        self._starts = starts
         self._hub = hub
         self.scope = scope
         self._heartbeat_seconds = heartbeat_seconds
@@ -68,19 +74,19 @@ class EventStream:
         Its own generator so that nothing it read stays referenced while the stream is live.
         """
         scope = self.scope
-        async with self._database.session() as session:
+        async with self._reading() as session:
             if scope.job_id is not None:
                 jobs = [
                     await get_job(session=session, project_id=scope.project_id, job_id=scope.job_id)
                 ]
             else:
                 jobs = await service.unfinished_jobs(session, scope.project_id)
-            first = [await service.snapshot(session, job) for job in jobs]
+            first = await service.snapshots(session, jobs)
         for message in first:
             if self._admit(message):
                 yield message
         while True:
-            async with self._database.session() as session:
+            async with self._reading() as session:
                 rows = await service.events_after(session, scope, self._position)
             for row in rows:
                 message = service.encode_event(row)
@@ -88,6 +94,15 @@ class EventStream:
                     yield message
             if len(rows) < service.REPLAY_PAGE:
                 return
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncSession]:
+        """A session for the stream's start, among at most `starts` at a time: a storm of
+        connections then queues behind itself instead of in front of every other request."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._starts is not None:
+                await stack.enter_async_context(self._starts)
+            yield await stack.enter_async_context(self._database.session())
 
     async def _live(self, subscription: Subscription) -> AsyncGenerator[Published, None]:
         """Forward published messages not sent yet, and a heartbeat when one is due."""

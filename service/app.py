@@ -35,6 +35,7 @@ from service.guards import RequestGuardMiddleware
 from service.idempotency import IdempotencyMiddleware
 from service.inference.router import router as inference_router
 from service.janitor import run_periodically
+from service.jobs.graders import router as graders_router
 from service.jobs.lifecycle import EVENTS_TOPIC
 from service.jobs.router import router as jobs_router
 from service.models.router import router as models_router
@@ -299,6 +300,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
     routers = (
         files_router,
         jobs_router,
+        graders_router,
         events_router,
         checkpoints_router,
         models_router,

@@ -419,3 +419,66 @@ class JobRerun(RequestModel):
     model: str = Field(
         min_length=1, max_length=256, description="The base model to train the same data on."
     )
+
+
+# ---------------------------------------------------------------- alpha graders (§2.5)
+
+
+class GraderValidateRequest(RequestModel):
+    """A grader to check."""
+
+    grader: Grader
+
+
+class GraderRunRequest(RequestModel):
+    """A grader, a model's answer, and the dataset item it answered."""
+
+    grader: Grader
+    model_sample: str = Field(max_length=1_000_000, description="Fills sample.output_text.")
+    item: Any = Field(default=None, description="Fills the item namespace of the templates.")
+
+
+class GraderValidateResponse(BaseModel):
+    """The grader, echoed back when it is valid."""
+
+    grader: dict[str, Any]
+
+
+class GraderErrors(BaseModel):
+    """What went wrong while grading (all false when nothing did)."""
+
+    formula_parse_error: bool = False
+    sample_parse_error: bool = False
+    truncated_observation_error: bool = False
+    unresponsive_reward_error: bool = False
+    invalid_variable_error: bool = False
+    other_error: bool = False
+    python_grader_server_error: bool = False
+    python_grader_server_error_type: str | None = None
+    python_grader_runtime_error: bool = False
+    python_grader_runtime_error_details: str | None = None
+    model_grader_server_error: bool = False
+    model_grader_refusal_error: bool = False
+    model_grader_parse_error: bool = False
+    model_grader_server_error_details: str | None = None
+
+
+class GraderRunMetadata(BaseModel):
+    """How a grade was reached."""
+
+    name: str
+    type: str
+    execution_time: float
+    scores: dict[str, float]
+    token_usage: int | None = None
+    sampled_model_name: str | None = None
+    errors: GraderErrors
+
+
+class GraderRunResponse(BaseModel):
+    """A grade in [0, 1], with sub-grades and metadata."""
+
+    reward: float
+    sub_rewards: dict[str, float]
+    model_grader_token_usage_per_model: dict[str, dict[str, Any]]
+    metadata: GraderRunMetadata

@@ -544,3 +544,27 @@ def test_errors_map_to_sdk_exceptions(deployment: Deployment, sdk: OpenAI) -> No
         assert not_admin.value.code == "admin_key_required"
 
     assert sdk.fine_tuning.jobs.retrieve(job.id).status == "queued"
+
+
+# ---------------------------------------------------------------- alpha graders
+
+
+def test_graders_validate_and_run_through_the_sdk(sdk: OpenAI) -> None:
+    grader: Any = {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "operation": "eq",
+    }
+    assert sdk.fine_tuning.alpha.graders.validate(grader=grader).grader is not None
+    run = sdk.fine_tuning.alpha.graders.run(
+        grader=grader, model_sample="Paris", item={"answer": "Paris"}
+    )
+    assert run.reward == 1.0 and run.metadata.name == "exact"
+    assert run.metadata.errors.formula_parse_error is False
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.fine_tuning.alpha.graders.validate(
+            grader={"type": "python", "name": "py", "source": "def grade(s, i): return 1"}
+        )
+    assert refused.value.code == "unsupported_grader"

@@ -55,7 +55,7 @@ def check_supported(grader: Mapping[str, Any]) -> None:
             code="unsupported_grader",
         )
     if kind == "multi":
-        for sub in _sub_graders(grader).values():
+        for sub in sub_graders(grader).values():
             check_supported(sub)
 
 
@@ -90,7 +90,7 @@ def grade(
     if kind == "multi":
         scores = {
             name: grade(sub, output_text, item, scorer)
-            for name, sub in _sub_graders(grader).items()
+            for name, sub in sub_graders(grader).items()
         }
         return max(0.0, min(1.0, evaluate(grader["calculate_output"], scores)))
     raise ValueError(f"grader type {kind!r} is not run by the local engine")
@@ -132,7 +132,8 @@ def _score_model(
     return max(0.0, min(1.0, score))
 
 
-def _sub_graders(grader: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def sub_graders(grader: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """Return a multi grader's sub-graders by name, however they were given."""
     graders = grader["graders"]
     if isinstance(graders, Mapping) and "type" not in graders:
         return dict(graders)

@@ -89,8 +89,7 @@ def grade(
         return _score_model(grader, sample, item, scorer)
     if kind == "multi":
         scores = {
-            name: grade(sub, output_text, item, scorer)
-            for name, sub in sub_graders(grader).items()
+            name: grade(sub, output_text, item, scorer) for name, sub in sub_graders(grader).items()
         }
         return max(0.0, min(1.0, evaluate(grader["calculate_output"], scores)))
     raise ValueError(f"grader type {kind!r} is not run by the local engine")

@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/stream_latency.py
 	$(BIN)/python bench/upstream_calls.py
 	$(BIN)/python bench/stream_connect_storm.py
+	$(BIN)/python bench/upload_chunked.py
 	$(BIN)/python bench/studio_redaction.py
 	$(BIN)/python bench/studio_dataset_build.py
 	$(BIN)/python bench/studio_heldout_loss.py

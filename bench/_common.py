@@ -6,6 +6,7 @@ Every benchmark writes one JSON file under bench/results/ holding `machine` (fro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.metadata
 import json
@@ -13,11 +14,12 @@ import math
 import os
 import platform
 import resource
+import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +243,33 @@ def write_result(path: Path, result: dict[str, Any]) -> Path:
 def default_result_path(name: str, *, quick: bool) -> Path:
     """Return bench/results/<name>.json, or <name>.quick.json for a smoke run."""
     return RESULTS_DIR / (f"{name}.quick.json" if quick else f"{name}.json")
+
+
+@contextlib.contextmanager
+def served(**settings: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `python -m service serve` on a free port with `FT_<NAME>` settings (no worker, no
+    packaged models, warnings only unless given); yield its base URL and process, then stop it."""
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin"}
+    defaults = {"embedded_worker": "0", "packaged_models": "0", "log_level": "warning"}
+    env.update({f"FT_{k.upper()}": v for k, v in {**defaults, **settings}.items()})
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(port)], cwd=ROOT, env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        yield base, server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -17,8 +17,6 @@ import asyncio
 import json
 import random
 import resource
-import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,10 +29,10 @@ from websockets.asyncio.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    ROOT,
     default_result_path,
     latency_summary,
     machine_facts,
+    served,
     wait_for_quiet,
     write_result,
 )
@@ -89,9 +87,7 @@ async def prepare(url: str, jobs: int) -> tuple[str, str]:
         await database.dispose()
 
 
-async def probe(
-    http: httpx.AsyncClient, path: str, stop: asyncio.Event, into: list[float]
-) -> None:
+async def probe(http: httpx.AsyncClient, path: str, stop: asyncio.Event, into: list[float]) -> None:
     """GET `path` every 10 ms until `stop`; append each latency in seconds."""
     while not stop.is_set():
         started = time.perf_counter()
@@ -103,9 +99,7 @@ async def probe(
 
 async def subscriber(url: str, key: str, jobs: int, opened: list[Any], done: list[float]) -> None:
     """Connect, read the snapshots, then stay connected (closed by the caller)."""
-    ws = await connect(
-        url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=120
-    )
+    ws = await connect(url, additional_headers={"Authorization": f"Bearer {key}"}, open_timeout=120)
     opened.append(ws)
     snapshots = 0
     while snapshots < jobs:
@@ -166,31 +160,9 @@ def main() -> int:
         work = Path(folder)
         url = f"sqlite+aiosqlite:///{work / 'storm.db'}"
         key, job_id = asyncio.run(prepare(url, args.jobs))
-        port = 18000 + secrets.randbelow(1000)
-        env = {
-            "FT_DATA_DIR": str(work),
-            "FT_DATABASE_URL": url,
-            "FT_EMBEDDED_WORKER": "0",
-            "FT_PACKAGED_MODELS": "0",
-            "FT_LOG_LEVEL": "warning",
-            "PATH": "/usr/bin:/bin",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", str(port)], cwd=ROOT, env=env
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(200):
-                try:
-                    if httpx.get(f"{base}/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        with served(data_dir=str(work), database_url=url) as (base, _):
             wait_for_quiet(args.quiet_wait)
             figures = asyncio.run(storm(base, key, job_id, args.clients, args.jobs))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     result = {
         "benchmark": "stream_connect_storm",
         "machine": machine_facts(),

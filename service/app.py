@@ -47,6 +47,7 @@ from service.studio.learning import Watcher
 from service.studio.router import router as studio_router
 from service.studio.seed import router as seed_router
 from service.studio.service import LazyRedactor
+from service.uploads.router import router as uploads_router
 from service.validation_errors import describe_validation_error
 
 log = logging.getLogger(__name__)
@@ -299,6 +300,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
     _install_error_handlers(app)
     routers = (
         files_router,
+        uploads_router,
         jobs_router,
         graders_router,
         events_router,

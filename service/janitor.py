@@ -1,5 +1,5 @@
-"""Housekeeping: remove expired files and stream tickets, old idempotency records and abandoned
-upload leftovers.
+"""Housekeeping: remove expired files and stream tickets, old idempotency records, abandoned
+upload leftovers, and the parts of multipart uploads left pending past their hour.
 
 `sweep()` is one deterministic pass (tests call it); the app runs it at start-up and then
 every `FT_JANITOR_INTERVAL_SECONDS`.
@@ -23,6 +23,7 @@ from service.files.scratch import remove_unheld
 from service.files.service import content_path
 from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.ids import now
+from service.uploads.service import expire_uploads
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
         )
         tickets = await session.exec(delete(StreamTicket).where(col(StreamTicket.expires_at) < t))
         await session.commit()
+        await expire_uploads(session=session, files_dir=files_dir)
     # Rows first, then content: a crash in between leaves orphan content, never a dead row.
     for file_id in expired:
         content_path(files_dir, file_id).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from service.studio.models import (
     StudioEmail,
     StudioSettings,
 )
+from service.uploads.models import Upload, UploadPart
 
 metadata = SQLModel.metadata
 
@@ -48,6 +49,8 @@ __all__ = [
     "StreamTicket",
     "StudioEmail",
     "StudioSettings",
+    "Upload",
+    "UploadPart",
     "UpstreamFile",
     "UpstreamJob",
     "WebhookDelivery",

@@ -130,9 +130,11 @@ async def create_fetched_file(
     path: Path,
     with_rows: Sequence[SQLModel] = (),
     file_id: str | None = None,
+    expires_after: int | None = None,
 ) -> File:
-    """Store a file fetched from elsewhere (a provider's), with the checks of an upload:
-    training data that breaks a rule is refused with the first error, and nothing is stored.
+    """Store a file fetched from elsewhere (a provider's, or joined from an upload's parts),
+    with the checks of an upload: training data that breaks a rule is refused with the first
+    error, and nothing is stored. `with_rows` are committed with it.
 
     `path` is a temporary file of the caller's; it is moved into place.
     """
@@ -141,11 +143,13 @@ async def create_fetched_file(
         parsed = await anyio.to_thread.run_sync(lambda: validate_file(path))
         _reject_bad_training_data(parsed)
     digest = await anyio.to_thread.run_sync(lambda: _sha256(path))
+    created_at = now()
     row = File(
         id=file_id or new_id("file-"),
         project_id=project_id,
         bytes=path.stat().st_size,
-        created_at=now(),
+        created_at=created_at,
+        expires_at=created_at + expires_after if expires_after is not None else None,
         filename=filename[:255] or "upload",
         purpose=purpose,
         sha256=digest,

@@ -61,10 +61,19 @@ class ReceivedUpload:
 class _Sink:
     """python-multipart callbacks that route each part to a field buffer or the content file."""
 
-    def __init__(self, upload: ReceivedUpload, tmp_dir: Path, max_bytes: int) -> None:
+    def __init__(
+        self,
+        upload: ReceivedUpload,
+        tmp_dir: Path,
+        max_bytes: int,
+        fields: frozenset[str] = UPLOAD_FIELDS,
+        file_field: str = "file",
+    ) -> None:
         self.upload = upload
         self.tmp_dir = tmp_dir
         self.max_bytes = max_bytes
+        self.fields = fields
+        self.file_field = file_field
         self._headers: dict[bytes, bytes] = {}
         self._header_field = b""
         self._header_value = b""
@@ -107,7 +116,7 @@ class _Sink:
         self._field_name = name
         # Unknown fields are refused before their content is read, so a client cannot make
         # the server buffer arbitrary many of them.
-        if name not in UPLOAD_FIELDS:
+        if name not in self.fields:
             raise InvalidRequest(
                 f"Unrecognized request argument supplied: {name}",
                 param=name,
@@ -116,17 +125,20 @@ class _Sink:
         raw_filename = options.get(b"filename") or options.get(b"filename*")
         if raw_filename is None:
             return
-        if name != "file":
+        if name != self.file_field:
             raise InvalidRequest(f"Unexpected file part '{name}'.", param=name)
         if self.upload.path is not None:
-            raise InvalidRequest("Only one file may be uploaded per request.", param="file")
+            raise InvalidRequest("Only one file may be uploaded per request.", param=name)
         self.upload.filename = _clean_filename(raw_filename)
         # Held while this process receives it: a sweep removes it only once its process died.
         self.upload.held = HeldFile(self.tmp_dir, "upload")
         self.upload.path = self.upload.held.path
         self._out = self.upload.held.open()
         # The SDK sends `purpose` before the file; when a client sends it after, parse anyway.
-        if self.upload.fields.get("purpose", "fine-tune") == "fine-tune":
+        if (
+            self.file_field == "file"
+            and self.upload.fields.get("purpose", "fine-tune") == "fine-tune"
+        ):
             self._parser = JsonlParser()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -143,7 +155,7 @@ class _Sink:
         if self.upload.size > self.max_bytes:
             raise PayloadTooLarge(
                 f"File is larger than the maximum of {self.max_bytes} bytes.",
-                param="file",
+                param=self.file_field,
                 code="file_too_large",
             )
         self._out.write(chunk)
@@ -207,14 +219,21 @@ async def _chunks(request: Request, idle_timeout: float) -> AsyncIterator[bytes]
 
 
 async def receive_upload(
-    request: Request, *, tmp_dir: Path, max_bytes: int, idle_timeout: float = 60.0
+    request: Request,
+    *,
+    tmp_dir: Path,
+    max_bytes: int,
+    idle_timeout: float = 60.0,
+    fields: frozenset[str] = UPLOAD_FIELDS,
+    file_field: str = "file",
 ) -> AsyncIterator[ReceivedUpload]:
-    """Receive the request's multipart body; the temporary file is removed afterwards."""
+    """Receive the request's multipart body (the content in `file_field`, the other `fields`
+    as text); the temporary file is removed afterwards unless it was moved into place."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise InvalidRequest(
-            "Uploads must be sent as multipart/form-data with fields 'file' and 'purpose'.",
+            f"Uploads must be sent as multipart/form-data with a '{file_field}' part.",
             code="invalid_content_type",
         )
     declared = request.headers.get("content-length")
@@ -226,12 +245,12 @@ async def receive_upload(
     ):
         raise PayloadTooLarge(
             f"File is larger than the maximum of {max_bytes} bytes.",
-            param="file",
+            param=file_field,
             code="file_too_large",
         )
     tmp_dir.mkdir(parents=True, exist_ok=True)
     upload = ReceivedUpload()
-    sink = _Sink(upload, tmp_dir, max_bytes)
+    sink = _Sink(upload, tmp_dir, max_bytes, fields, file_field)
     parser = MultipartParser(boundary, callbacks=sink.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in _chunks(request, idle_timeout):
@@ -239,7 +258,7 @@ async def receive_upload(
                 await anyio.to_thread.run_sync(parser.write, chunk)
         parser.finalize()
         if sink.receiving_file:
-            raise InvalidRequest("The multipart body ended inside the file part.", param="file")
+            raise InvalidRequest("The multipart body ended inside the file part.", param=file_field)
         yield upload
     except MultipartParseError as exc:
         raise InvalidRequest(f"Malformed multipart body: {exc}", code="invalid_multipart") from None

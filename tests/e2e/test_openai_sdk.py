@@ -6,6 +6,7 @@ tests/upstream, served from a thread of this process, which the test moves step 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -568,3 +569,24 @@ def test_graders_validate_and_run_through_the_sdk(sdk: OpenAI) -> None:
             grader={"type": "python", "name": "py", "source": "def grade(s, i): return 1"}
         )
     assert refused.value.code == "unsupported_grader"
+
+
+# ---------------------------------------------------------------- uploads
+
+
+def test_upload_file_chunked_through_the_sdk(sdk: OpenAI, tmp_path: Any) -> None:
+    content = chat_file(60)
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(content)
+    upload = sdk.uploads.upload_file_chunked(
+        file=path,
+        mime_type="text/jsonl",
+        purpose="fine-tune",
+        part_size=len(content) // 3 + 1,  # three parts
+        md5=hashlib.md5(content).hexdigest(),
+    )
+    assert upload.status == "completed" and upload.file is not None
+    assert upload.file.bytes == len(content) and upload.file.purpose == "fine-tune"
+    assert sdk.files.content(upload.file.id).content == content
+    job = sdk.fine_tuning.jobs.create(model=BASE, training_file=upload.file.id)
+    assert job.training_file == upload.file.id

@@ -99,10 +99,8 @@ class EventStream:
     async def _reading(self) -> AsyncIterator[AsyncSession]:
         """A session for the stream's start, among at most `starts` at a time: a storm of
         connections then queues behind itself instead of in front of every other request."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._starts is not None:
-                await stack.enter_async_context(self._starts)
-            yield await stack.enter_async_context(self._database.session())
+        async with self._starts or contextlib.nullcontext(), self._database.session() as session:
+            yield session
 
     async def _live(self, subscription: Subscription) -> AsyncGenerator[Published, None]:
         """Forward published messages not sent yet, and a heartbeat when one is due."""

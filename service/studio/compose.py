@@ -42,14 +42,6 @@ def restore(answer: str, values: dict[str, str], sender: str | None) -> str:
     return text
 
 
-def _subject_and_body(text: str) -> tuple[str | None, str]:
-    """Split what the model writes (the subject, a blank line, the body) into its two parts."""
-    head, _, rest = text.strip().partition("\n\n")
-    if rest and "\n" not in head and len(head) <= 200 and not head.rstrip().endswith(","):
-        return head.strip().removeprefix("Subject:").removeprefix("Objet :").strip(), rest.strip()
-    return None, text.strip()
-
-
 def _language(text: str) -> str:
     detected = cleaning.detect_language(text)
     return detected if detected in prompts.LANGUAGES else "fr"
@@ -103,7 +95,7 @@ async def compose(
         )
     answer = completion["choices"][0]["message"].get("content") or ""
     text = restore(answer, values, body.sender)
-    subject, mail = _subject_and_body(text)
+    subject, mail = prompts.split_completion(text)
     asked = Item(
         messages=[
             messages[0],

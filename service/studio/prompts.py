@@ -64,3 +64,12 @@ def user_prompt(
 def completion(subject: str, body: str) -> str:
     """Return what the model learns to write: the subject, a blank line, the body."""
     return f"{subject.strip()}\n\n{body.strip()}"
+
+
+def split_completion(text: str) -> tuple[str | None, str]:
+    """Split what a model writes (the subject, a blank line, the body) into its two parts; the
+    subject is None when the first paragraph is not one (a greeting such as "Bonjour," is not)."""
+    head, _, rest = text.strip().partition("\n\n")
+    if rest and "\n" not in head and len(head) <= 200 and not head.rstrip().endswith(","):
+        return head.strip().removeprefix("Subject:").removeprefix("Objet :").strip(), rest.strip()
+    return None, text.strip()

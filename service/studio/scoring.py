@@ -16,7 +16,7 @@ from typing import Any
 
 from rapidfuzz.distance import LCSseq
 
-from service.studio import cleaning
+from service.studio import cleaning, prompts
 from service.studio.names import CLOSING
 from service.studio.redaction import PLACEHOLDER
 
@@ -100,12 +100,6 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _body(answer: str) -> str:
-    """Return the mail without a subject line in front (the studio's models write one)."""
-    head, _, rest = answer.strip().partition("\n\n")
-    return rest if rest and len(head) < 200 and "\n" not in head else answer
-
-
 @dataclass
 class Checks:
     """The automatic checks of one answer."""
@@ -157,7 +151,7 @@ def check(answer: str, item: Item, *, personal_values: Iterable[str] = ()) -> Ch
     prompt_placeholders = set(PLACEHOLDER.findall(" ".join(m["content"] for m in item.messages)))
     leaked = sorted({value for value in personal_values if value and value in answer})
     invented = sorted(set(PLACEHOLDER.findall(answer)) - prompt_placeholders)
-    body = _body(answer)
+    _, body = prompts.split_completion(answer)
     return Checks(
         language=detected is not None and (expected is None or detected == expected),
         greeting=bool(_GREETING.search(body[:300])),

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+from sqlalchemy import func
 from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -101,6 +102,20 @@ async def add_part(
         raise InvalidRequest(
             "Missing required parameter: 'data'.", param="data", code="missing_required_parameter"
         )
+    received_before = (
+        await session.exec(
+            select(func.coalesce(func.sum(UploadPart.bytes), 0)).where(
+                UploadPart.upload_id == row.id
+            )
+        )
+    ).one()
+    if received_before + received.size > row.bytes:
+        raise InvalidRequest(
+            f"This part would bring upload {row.id} to {received_before + received.size} bytes; "
+            f"it was created for {row.bytes}.",
+            param="data",
+            code="upload_size_exceeded",
+        )
     part = UploadPart(id=new_id("part_"), upload_id=row.id, created_at=now(), bytes=received.size)
     destination = parts_dir(files_dir, row.id) / part.id
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -126,15 +141,10 @@ def _join(sources: Sequence[Path], held: HeldFile, md5: str | None) -> str | Non
                     part.seek(0)
                 size = os.fstat(part.fileno()).st_size
                 try:
-                    copied = 0
-                    while copied < size:
-                        sent = os.copy_file_range(part.fileno(), out.fileno(), size - copied)
-                        if sent == 0:
-                            break
-                        copied += sent
-                except OSError:  # not supported across these file systems: copy in chunks
-                    part.seek(0)
-                    out.seek(0, os.SEEK_END)
+                    while size and (sent := os.copy_file_range(part.fileno(), out.fileno(), size)):
+                        size -= sent
+                except OSError:
+                    # Not supported here: copy the rest in chunks (both positions moved on).
                     shutil.copyfileobj(part, out, 1 << 20)
     return digest.hexdigest() if digest is not None else None
 
@@ -223,18 +233,12 @@ async def complete_upload(
 async def cancel_upload(*, session: AsyncSession, row: Upload, files_dir: Path) -> Upload:
     """Cancel a pending upload; its parts are removed."""
     _ensure_pending(row)
-    result = await session.exec(
-        update(Upload)
-        .where(col(Upload.id) == row.id, col(Upload.status) == "pending")
-        .values(status="cancelled")
-    )
-    await session.commit()
-    if not result.rowcount:
-        await session.refresh(row)
-        _ensure_pending(row)
+    cancelled = await _move(session, row.id, "pending", "cancelled")
     await session.refresh(row)
+    if not cancelled:
+        _ensure_pending(row)  # completed, completing or expired meanwhile: says which
     folder = parts_dir(files_dir, row.id)
-    await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
+    await anyio.to_thread.run_sync(functools.partial(shutil.rmtree, folder, ignore_errors=True))
     return row
 
 

@@ -31,6 +31,11 @@ def test_checks_find_greeting_closing_language_placeholders_and_leaks():
     assert check(GOOD.replace("[NOM_2]", "Julien"), item).passed
     english = check("Dear Ms Smith,\n\nPlease pay the invoice.\n\nKind regards,\n\nJulien", item)
     assert not english.language and english.detected_language == "en"
+    # A mail without a subject: its first paragraph is the greeting, not a subject line.
+    no_subject = check(
+        "Bonjour Madame,\n\nMerci de régler la facture.\n\nCordialement,\n\nJulien", item
+    )
+    assert no_subject.greeting and no_subject.closing
     curt = check("facture impayée, merci de payer", item)
     assert not curt.greeting and not curt.closing
     leak = check(GOOD.replace("[NOM_2]", "Julien Marsac"), item, personal_values={"Julien Marsac"})

@@ -105,6 +105,8 @@ async def test_cancel_and_what_a_cancelled_upload_refuses(client, database, sett
     tenant = await make_tenant(database)
     upload = await start(client, tenant, b"x" * 10)
     await send_parts(client, tenant, upload["id"], b"x" * 10, 2)
+    overflow = await add_part(client, tenant, upload["id"], b"x")  # past the declared 10 bytes
+    assert assert_envelope(overflow, 400)["code"] == "upload_size_exceeded"
     cancelled = await client.post(f"{UPLOADS}/{upload['id']}/cancel", headers=tenant.headers)
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     assert not (settings.files_dir / "uploads" / upload["id"]).exists()

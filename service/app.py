@@ -24,7 +24,7 @@ from service.checkpoints.router import router as checkpoints_router
 from service.db import Database
 from service.engines import build_engines, exit_runs
 from service.engines.base import Engines
-from service.engines.router import router as webhooks_router
+from service.engines.router import router as provider_webhooks_router
 from service.errors import APIError, ErrorResponse, error_envelope
 from service.events.hub import Hub
 from service.events.listen import Listener
@@ -49,6 +49,9 @@ from service.studio.seed import router as seed_router
 from service.studio.service import LazyRedactor
 from service.uploads.router import router as uploads_router
 from service.validation_errors import describe_validation_error
+from service.webhooks.dispatcher import Dispatcher
+from service.webhooks.router import router as webhooks_router
+from service.webhooks.service import WEBHOOKS_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,11 @@ TAGS = [
     {"name": "Models", "description": "Base models and the models your jobs produced."},
     {"name": "Chat", "description": "Use a local base or fine-tuned model."},
     {"name": "Organization", "description": "Projects and API keys (admin keys only)."},
-    {"name": "Webhooks", "description": "Webhooks from upstream providers (signed)."},
+    {
+        "name": "Webhooks",
+        "description": "Signed `fine_tuning.job.*` events sent to your endpoints, as OpenAI sends "
+        "them; and webhooks taken in from upstream providers.",
+    },
     {"name": "Providers", "description": "Leaving a provider: inventory, import, record."},
     {
         "name": "Email studio",
@@ -237,9 +244,21 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
             app.state.poller = poller
             await poller.poll_once()  # finds the end of the log before any stream can start
             database.after_commit(EVENTS_TOPIC, poller.wake)
-            background = [asyncio.create_task(poller.run())]
+            dispatcher = Dispatcher(database=database, settings=settings)
+            app.state.webhooks = dispatcher
+            database.after_commit(WEBHOOKS_TOPIC, dispatcher.wake)
+            background = [
+                asyncio.create_task(poller.run()),
+                asyncio.create_task(dispatcher.run()),
+            ]
             if database.is_postgresql:
-                listener = Listener(settings.database_url, EVENTS_TOPIC, poller.wake)
+
+                def wake_all() -> None:
+                    # A job's end in another process comes with an event: its webhooks are due.
+                    poller.wake()
+                    dispatcher.wake()
+
+                listener = Listener(settings.database_url, EVENTS_TOPIC, wake_all)
                 background.append(asyncio.create_task(listener.run()))
             stopping = anyio.Event()
             workers = []
@@ -273,14 +292,16 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                 app.state.exit_runs.cancel()  # a provider exit continues when started again
                 hub.close()  # open streams end
                 poller.stop()
+                dispatcher.stop()
                 janitor.cancel()
-                for task in background[1:]:
+                for task in background[2:]:
                     task.cancel()
                 for task in [janitor, *background]:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 for worker in workers:
                     await worker  # a running job is released by its trainer stopping
+                await dispatcher.aclose()
         finally:
             await app.state.engines.aclose()
             await database.dispose()
@@ -308,6 +329,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
         models_router,
         inference_router,
         projects_router,
+        provider_webhooks_router,
         webhooks_router,
         studio_router,
         seed_router,

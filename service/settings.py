@@ -127,6 +127,23 @@ class Settings(BaseSettings):
         description="How often the studio moves its training runs (feedback also wakes it).",
     )
 
+    # Outbound webhooks: only to public addresses unless the operator allows private ones.
+    webhooks_allow_private: bool = Field(
+        default=False,
+        description="Let webhook endpoints point at loopback, private or link-local addresses.",
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    # After the n-th failed attempt a delivery waits base x 4^(n-1) seconds (at most 8 h),
+    # until the window has passed since the event.
+    webhook_retry_base_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_window_seconds: float = Field(default=72 * 3600.0, gt=0)
+    webhook_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often due deliveries are looked for (a job's end in this process wakes "
+        "the sender at once).",
+    )
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:

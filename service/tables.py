@@ -24,6 +24,7 @@ from service.studio.models import (
     StudioSettings,
 )
 from service.uploads.models import Upload, UploadPart
+from service.webhooks.models import WebhookEndpoint, WebhookMessage
 
 metadata = SQLModel.metadata
 
@@ -54,5 +55,7 @@ __all__ = [
     "UpstreamFile",
     "UpstreamJob",
     "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookMessage",
     "metadata",
 ]

@@ -2,8 +2,8 @@
 
 Every status change goes through `transition`, which checks the table in `states.py` and
 updates the row with a compare-and-set on the old status, so a client's cancel and an engine's
-report can never both win. Each change appends an event in the same transaction; the caller
-commits.
+report can never both win. Each change appends an event in the same transaction, and a final
+status puts its webhooks in the outbox there too; the caller commits.
 
 Events are committed in the order of their `pk`, which is what lets streams resume from one
 event id with no gap (see `service/events`). SQLite gives this for free: it has one writer at a
@@ -27,6 +27,7 @@ from service.ids import new_id, now
 from service.jobs import states
 from service.jobs.models import Job, JobEvent
 from service.models.pricing import training_cost
+from service.webhooks import service as webhooks
 
 # The commit-hook topic and the PostgreSQL channel of new events.
 EVENTS_TOPIC = "ft_job_events"
@@ -139,3 +140,8 @@ async def transition(
     text = message or states.ENTER_MESSAGES.get(target)
     if text and announce:
         await append_event(session, job, text, level=level)
+    if states.is_terminal(target):
+        # In the outbox with the status itself: committed together, or not at all.
+        await webhooks.enqueue_job_event(
+            session, project_id=job.project_id, job_id=job.id, status=target, at=job.updated_at
+        )

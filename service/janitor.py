@@ -1,5 +1,6 @@
 """Housekeeping: remove expired files and stream tickets, old idempotency records, abandoned
-upload leftovers, and the parts of multipart uploads left pending past their hour.
+upload leftovers, the parts of multipart uploads left pending past their hour, and webhook
+deliveries finished more than 30 days ago.
 
 `sweep()` is one deterministic pass (tests call it); the app runs it at start-up and then
 every `FT_JANITOR_INTERVAL_SECONDS`.
@@ -24,8 +25,12 @@ from service.files.service import content_path
 from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.ids import now
 from service.uploads.service import expire_uploads
+from service.webhooks.models import WebhookMessage
 
 log = logging.getLogger(__name__)
+
+# Delivered or failed webhook messages stay listed this long.
+WEBHOOK_HISTORY_SECONDS = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class SweepResult:
     idempotency_records: int
     upload_leftovers: int
     stream_tickets: int = 0
+    webhook_messages: int = 0
 
 
 async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) -> SweepResult:
@@ -65,6 +71,12 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
             )
         )
         tickets = await session.exec(delete(StreamTicket).where(col(StreamTicket.expires_at) < t))
+        messages = await session.exec(
+            delete(WebhookMessage).where(
+                col(WebhookMessage.status).in_(("delivered", "failed")),
+                col(WebhookMessage.created_at) < t - WEBHOOK_HISTORY_SECONDS,
+            )
+        )
         await session.commit()
         await expire_uploads(session=session, files_dir=files_dir)
     # Rows first, then content: a crash in between leaves orphan content, never a dead row.
@@ -72,10 +84,10 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
         content_path(files_dir, file_id).unlink(missing_ok=True)
     # Uploads that no live process holds: a crash's leftovers go at the next start-up.
     leftovers = await anyio.to_thread.run_sync(remove_unheld, files_dir / "tmp")
-    result = SweepResult(len(expired), records.rowcount, leftovers, tickets.rowcount)
-    if any(
-        (result.files, result.idempotency_records, result.upload_leftovers, result.stream_tickets)
-    ):
+    result = SweepResult(
+        len(expired), records.rowcount, leftovers, tickets.rowcount, messages.rowcount
+    )
+    if any(vars(result).values()):
         log.info("janitor removed %s", result)
     return result
 

@@ -16,8 +16,13 @@ from openai.types.webhooks import (
     FineTuningJobFailedWebhookEvent,
     FineTuningJobSucceededWebhookEvent,
 )
+from sqlalchemy import update
+from sqlmodel import col
 
+from service.ids import now
+from service.janitor import WEBHOOK_HISTORY_SECONDS, sweep
 from service.webhooks import targets
+from service.webhooks.models import WebhookMessage
 from tests.factories import Tenant, make_job, make_tenant
 from tests.fake_engine import claim_next
 from tests.webhooks.receiver import Received, receiver
@@ -204,3 +209,35 @@ async def test_a_deleted_endpoint_receives_nothing_more(client, database):
         count = len(hooks.received)
         await asyncio.sleep(0.5)
         assert len(hooks.received) <= count + 1  # at most the attempt already under way
+
+
+async def test_a_named_host_is_reached_at_its_checked_address_with_its_name(client, database):
+    tenant = await make_tenant(database)
+    with receiver() as hooks:
+        url = hooks.url.replace("127.0.0.1", "localhost")
+        await create_endpoint(client, tenant, url)
+        await cancel(client, tenant, (await make_job(client, tenant))["id"])
+        [got] = await hooks.until(1)
+    assert got.headers["host"] == url.split("/")[2]
+    assert got.headers["content-type"] == "application/json"
+
+
+async def test_finished_deliveries_are_pruned_after_30_days(client, database, settings):
+    tenant = await make_tenant(database)
+    with receiver() as hooks:
+        endpoint = await create_endpoint(client, tenant, hooks.url)
+        for _ in range(2):
+            await cancel(client, tenant, (await make_job(client, tenant))["id"])
+        await hooks.until(2)
+        await settled(client, tenant, endpoint["id"])
+    recent, old = await deliveries(client, tenant, endpoint["id"])  # newest first
+    async with database.session() as session:
+        await session.exec(
+            update(WebhookMessage)
+            .where(col(WebhookMessage.id) == old["id"])
+            .values(created_at=now() - WEBHOOK_HISTORY_SECONDS - 1)
+        )
+        await session.commit()
+    result = await sweep(database=database, files_dir=settings.files_dir, idempotency_ttl=3600)
+    assert result.webhook_messages == 1
+    assert [d["id"] for d in await deliveries(client, tenant, endpoint["id"])] == [recent["id"]]

@@ -42,7 +42,8 @@ _UNSTORED = {409, 429}
 IN_PROGRESS_LEASE_SECONDS = 30 * 60
 # Routes whose answers hold a secret: never stored, so never replayed.
 _SECRET_ANSWERS = re.compile(
-    r"^/v1/(organization/projects/[^/]+/api_keys|fine_tuning/stream_tickets)/?$"
+    r"^/v1/(organization/projects/[^/]+/api_keys|fine_tuning/stream_tickets"
+    r"|webhook_endpoints|webhook_endpoints/[^/]+/rotate_secret)/?$"
 )
 _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 

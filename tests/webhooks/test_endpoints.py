@@ -16,7 +16,9 @@ from openai.types.webhooks import (
     WebhookEndpointWithSecret,
     WebhookEventTypeList,
 )
+from sqlmodel import select
 
+from service.idempotency import IdempotencyRecord
 from tests.factories import Tenant, assert_envelope, make_tenant
 from tests.webhooks.receiver import receiver
 
@@ -222,3 +224,20 @@ async def test_an_update_cannot_aim_an_endpoint_inside(client, database, setting
     assert assert_envelope(response, 400)["code"] == "invalid_webhook_url"
     got = await client.get(f"/v1/webhook_endpoints/{endpoint['id']}", headers=tenant.headers)
     assert got.json()["url"] == endpoint["url"]  # unchanged
+
+
+async def test_answers_holding_a_signing_secret_are_never_kept_for_replay(client, database):
+    tenant = await make_tenant(database)
+    with receiver() as hooks:
+        headers = {**tenant.headers, "Idempotency-Key": "hook-1"}
+        body = {"name": "x", "url": hooks.url, "event_types": ALL_TYPES}
+        first = await client.post("/v1/webhook_endpoints", headers=headers, json=body)
+        rotated = await client.post(
+            f"/v1/webhook_endpoints/{first.json()['id']}/rotate_secret",
+            headers={**tenant.headers, "Idempotency-Key": "hook-2"},
+            json={},
+        )
+        assert first.status_code == rotated.status_code == 200
+    async with database.session() as session:
+        kept = (await session.exec(select(IdempotencyRecord))).all()
+    assert kept == []  # the secrets live in the endpoint row only

@@ -73,7 +73,11 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
         tickets = await session.exec(delete(StreamTicket).where(col(StreamTicket.expires_at) < t))
         messages = await session.exec(
             delete(WebhookMessage).where(
-                col(WebhookMessage.status).in_(("delivered", "failed")),
+                # A test left pending (its request cancelled) is never retried: finished too.
+                or_(
+                    col(WebhookMessage.status).in_(("delivered", "failed")),
+                    col(WebhookMessage.is_test),
+                ),
                 col(WebhookMessage.created_at) < t - WEBHOOK_HISTORY_SECONDS,
             )
         )

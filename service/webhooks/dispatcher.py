@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -31,8 +33,9 @@ from service.webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 
-BATCH = 32  # messages claimed per pass
-CONCURRENCY = 16  # requests in flight at once
+# Requests in flight at once, and so messages claimed per pass: a claim starts its clock only
+# when its request can start, so it never runs out while the message waits for a slot.
+CONCURRENCY = 16
 MAX_DELAY_SECONDS = 8 * 3600.0
 CLAIM_MARGIN_SECONDS = 5.0
 MAX_ERROR_LENGTH = 500
@@ -61,7 +64,11 @@ def retry_delay(attempts: int, base: float) -> float:
 
 
 class Dispatcher:
-    """Sends the outbox: `run()` in the background of `serve`; `deliver_due()` is one pass."""
+    """Sends the outbox: `run()` in the background of `serve`; `deliver_due()` is one pass.
+
+    Each claimed message is sent by a task of its own, at most one per endpoint and
+    `CONCURRENCY` in all, so a slow endpoint delays only its own messages.
+    """
 
     def __init__(self, *, database: Database, settings: Settings) -> None:
         self.database = database
@@ -70,12 +77,15 @@ class Dispatcher:
             timeout=settings.webhook_timeout_seconds,
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment may reroute a checked address
+            # A kept-alive connection is keyed by address, not name: reusing one verified for
+            # another host on the same address would skip this host's certificate check.
+            limits=httpx.Limits(max_keepalive_connections=0),
             headers={"user-agent": USER_AGENT, "content-type": "application/json"},
         )
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._limit = asyncio.Semaphore(CONCURRENCY)
+        self._sending: dict[str, asyncio.Task[None]] = {}  # by endpoint id
 
     def wake(self) -> None:
         """Ask for a pass as soon as possible; safe from any thread."""
@@ -95,9 +105,11 @@ class Dispatcher:
                 log.exception("webhook delivery pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_seconds)
+        # Attempts under way finish (each within the timeout) and are recorded.
+        await asyncio.gather(*self._sending.values(), return_exceptions=True)
 
     def stop(self) -> None:
-        """End `run` after the pass under way."""
+        """End `run` once the attempts under way are recorded."""
         self._stopping = True
         self.wake()
 
@@ -106,26 +118,33 @@ class Dispatcher:
         await self.http.aclose()
 
     async def deliver_due(self) -> int:
-        """Claim the messages due now and send them; return how many were attempted."""
-        total = 0
-        while True:
-            claimed = await self._claim()
-            if not claimed:
-                return total
-            await asyncio.gather(*(self._deliver(m, e) for m, e in claimed))
-            total += len(claimed)
-            if len(claimed) < BATCH:
-                return total
+        """Claim the messages due now, where a slot is free, and start sending them; return how
+        many were started (a finished send wakes the next pass)."""
+        if self._stopping or len(self._sending) >= CONCURRENCY:
+            return 0
+        claimed = await self._claim(busy=set(self._sending), slots=CONCURRENCY - len(self._sending))
+        for message, endpoint, token in claimed:
+            task = asyncio.create_task(self._deliver(message, endpoint, token))
+            self._sending[endpoint.id] = task
+            task.add_done_callback(functools.partial(self._done, endpoint.id))
+        return len(claimed)
+
+    def _done(self, endpoint_id: str, _task: asyncio.Task[None]) -> None:
+        self._sending.pop(endpoint_id, None)
+        self._wake.set()
 
     async def send_test(self, message: WebhookMessage, endpoint: WebhookEndpoint) -> Attempt:
         """Send a test message once and record the outcome (never retried)."""
         attempt = await self._attempt(message, endpoint)
-        await self._record(message, attempt, retry=False)
+        await self._record(message, attempt, retry=False, token=None)
         return attempt
 
-    async def _claim(self) -> list[tuple[WebhookMessage, WebhookEndpoint]]:
-        """Take due messages for one attempt each (a compare-and-set per message, so several
-        senders, in one process or many, never send the same attempt twice)."""
+    async def _claim(
+        self, *, busy: set[str], slots: int
+    ) -> list[tuple[WebhookMessage, WebhookEndpoint, float]]:
+        """Take due messages for one attempt each, at most one per endpoint (a failing endpoint
+        holds one slot, not all): a compare-and-set per message, so several senders, in one
+        process or many, never send the same attempt twice. The claim's expiry is its token."""
         at = time.time()
         # An attempt takes at most the timeout (`_attempt`): a claim outlives it by a margin.
         hold_until = at + self.settings.webhook_timeout_seconds + CLAIM_MARGIN_SECONDS
@@ -143,11 +162,15 @@ class Dispatcher:
                         claimable,
                     )
                     .order_by(col(WebhookMessage.next_attempt_at))
-                    .limit(BATCH)
+                    .limit(CONCURRENCY * 4)
                 )
             ).all()
-            claimed = []
+            picked: dict[str, tuple[WebhookMessage, WebhookEndpoint]] = {}
             for message, endpoint in rows:
+                if endpoint.id not in busy and endpoint.id not in picked and len(picked) < slots:
+                    picked[endpoint.id] = (message, endpoint)
+            claimed = []
+            for message, endpoint in picked.values():
                 result = await session.exec(
                     update(WebhookMessage)
                     .where(
@@ -158,14 +181,15 @@ class Dispatcher:
                     .values(claimed_until=hold_until)
                 )
                 if result.rowcount == 1:
-                    claimed.append((message, endpoint))
+                    claimed.append((message, endpoint, hold_until))
             await session.commit()
         return claimed
 
-    async def _deliver(self, message: WebhookMessage, endpoint: WebhookEndpoint) -> None:
-        async with self._limit:
-            attempt = await self._attempt(message, endpoint)
-        await self._record(message, attempt, retry=True)
+    async def _deliver(
+        self, message: WebhookMessage, endpoint: WebhookEndpoint, token: float
+    ) -> None:
+        attempt = await self._attempt(message, endpoint)
+        await self._record(message, attempt, retry=True, token=token)
 
     async def _attempt(self, message: WebhookMessage, endpoint: WebhookEndpoint) -> Attempt:
         """Check the target again, sign, post, all within the timeout; never raises."""
@@ -175,6 +199,9 @@ class Dispatcher:
                 return await self._post(message, endpoint)
         except TimeoutError:
             return Attempt(status_code=None, error=f"The endpoint did not answer within {limit} s.")
+        except Exception:  # recorded as a failed attempt, never left claimed and unrecorded
+            log.exception("webhook %s: unexpected error while sending", message.id)
+            return Attempt(status_code=None, error="The request failed (server error).")
 
     async def _post(self, message: WebhookMessage, endpoint: WebhookEndpoint) -> Attempt:
         try:
@@ -203,8 +230,12 @@ class Dispatcher:
         except httpx.HTTPError as error:
             return Attempt(status_code=None, error=_describe(error))
 
-    async def _record(self, message: WebhookMessage, attempt: Attempt, *, retry: bool) -> None:
-        """Store the attempt; schedule the next one unless delivered, a test, or out of time."""
+    async def _record(
+        self, message: WebhookMessage, attempt: Attempt, *, retry: bool, token: float | None
+    ) -> None:
+        """Store the attempt under its claim (a claim that ran out and was taken over records
+        nothing); schedule the next one unless delivered, a test, or out of time: a retry
+        that would come after the window is made at its end instead, once."""
         attempts = message.attempts + 1
         at = time.time()
         values: dict[str, object] = {
@@ -221,15 +252,19 @@ class Dispatcher:
             if attempt.retry_after is not None:
                 delay = max(delay, min(attempt.retry_after, MAX_DELAY_SECONDS))
             give_up_at = message.created_at + self.settings.webhook_retry_window_seconds
-            if not retry or at + delay > give_up_at:
+            if not retry or at >= give_up_at:
                 values.update(status="failed", next_attempt_at=None)
             else:
-                values.update(next_attempt_at=at + delay)
+                values.update(next_attempt_at=min(at + delay, give_up_at))
+        mine = [col(WebhookMessage.id) == message.id, col(WebhookMessage.status) == "pending"]
+        if token is not None:
+            mine.append(col(WebhookMessage.claimed_until) == token)
         async with self.database.session() as session:
-            await session.exec(
-                update(WebhookMessage).where(col(WebhookMessage.id) == message.id).values(**values)
-            )
+            result = await session.exec(update(WebhookMessage).where(*mine).values(**values))
             await session.commit()
+        if result.rowcount != 1:
+            log.warning("webhook %s: its claim ran out before the attempt was recorded", message.id)
+            return
         for name, value in values.items():
             setattr(message, name, value)
         if not attempt.delivered:
@@ -254,7 +289,10 @@ def _retry_after(response: httpx.Response) -> float | None:
     with contextlib.suppress(ValueError):
         return max(float(value), 0.0)
     with contextlib.suppress(TypeError, ValueError, IndexError):
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+        when = parsedate_to_datetime(value)
+        if when.tzinfo is None:  # "-0000": HTTP dates are in UTC
+            when = when.replace(tzinfo=UTC)
+        return max(when.timestamp() - time.time(), 0.0)
     return None
 
 

@@ -22,6 +22,7 @@ from sqlmodel import col
 from service.ids import now
 from service.janitor import WEBHOOK_HISTORY_SECONDS, sweep
 from service.webhooks import targets
+from service.webhooks.dispatcher import Attempt
 from service.webhooks.models import WebhookMessage
 from tests.factories import Tenant, make_job, make_tenant
 from tests.fake_engine import claim_next
@@ -193,7 +194,8 @@ async def test_the_address_is_checked_again_at_delivery(client, database, settin
         assert hooks.received == []
     [delivery] = listed
     assert delivery["status"] == "pending" and delivery["last_status_code"] is None
-    assert "127.0.0.1, which is not a public address" in delivery["last_error"]
+    assert "resolves to an address that is not public" in delivery["last_error"]
+    assert "127.0.0.1" not in delivery["last_error"]  # internal addresses are not revealed
 
 
 async def test_a_deleted_endpoint_receives_nothing_more(client, database):
@@ -241,3 +243,30 @@ async def test_finished_deliveries_are_pruned_after_30_days(client, database, se
     result = await sweep(database=database, files_dir=settings.files_dir, idempotency_ttl=3600)
     assert result.webhook_messages == 1
     assert [d["id"] for d in await deliveries(client, tenant, endpoint["id"])] == [recent["id"]]
+
+
+async def test_a_claim_taken_over_after_it_ran_out_is_recorded_once(app, client, database):
+    """Two senders (two processes, say): the one whose claim ran out records nothing, so a
+    late failure can never reopen a delivery the other one completed."""
+    dispatcher = app.state.webhooks
+    dispatcher.stop()  # this test plays the senders itself
+    tenant = await make_tenant(database)
+    with receiver() as hooks:
+        endpoint = await create_endpoint(client, tenant, hooks.url)
+        await cancel(client, tenant, (await make_job(client, tenant))["id"])
+        [(message, row, first)] = await dispatcher._claim(busy=set(), slots=1)
+        async with database.session() as session:  # the first claim runs out
+            await session.exec(
+                update(WebhookMessage)
+                .where(col(WebhookMessage.id) == message.id)
+                .values(claimed_until=time.time() - 1)
+            )
+            await session.commit()
+        [(again, _, second)] = await dispatcher._claim(busy=set(), slots=1)
+        assert again.id == message.id and second != first
+        await dispatcher._deliver(again, row, second)  # delivered by the second sender
+        late = Attempt(status_code=500, error="late failure")
+        await dispatcher._record(message, late, retry=True, token=first)
+        assert len(hooks.received) == 1
+    [delivery] = await deliveries(client, tenant, endpoint["id"])
+    assert (delivery["status"], delivery["attempts"]) == ("delivered", 1)

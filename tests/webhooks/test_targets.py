@@ -34,6 +34,14 @@ from service.webhooks import targets
         ("64:ff9b::a9fe:a9fe", False),  # NAT64 of 169.254.169.254
         ("64:ff9b::5db8:d70e", True),  # NAT64 of 93.184.215.14
         ("2002:7f00:1::1", False),  # 6to4 of 127.0.0.1
+        ("::127.0.0.1", False),  # IPv4-compatible
+        ("::ffff:0:7f00:1", False),  # IPv4-translated
+        ("fec0::1", False),  # old site-local
+        ("2001:db8::1", False),  # documentation
+        ("2001::1", False),  # Teredo
+        ("5f00::1", False),  # SRv6 SIDs
+        ("192.0.0.8", False),  # IETF protocol assignments
+        ("198.18.0.1", False),  # benchmarking
     ],
 )
 def test_only_public_unicast_addresses_are_allowed(address: str, public: bool):
@@ -46,7 +54,7 @@ async def test_a_name_is_resolved_and_the_connection_pinned_to_its_checked_addre
     assert target.headers == {"Host": "localhost:8080"}
     assert target.pinned_url.host == str(target.address)
     assert target.pinned_url.path == "/hooks" and target.pinned_url.query == b"x=1"
-    with pytest.raises(targets.UnsafeTarget, match="not a public address"):
+    with pytest.raises(targets.UnsafeTarget, match="an address that is not public"):
         await targets.resolve("https://localhost/hooks", allow_private=False)
 
 
@@ -55,3 +63,26 @@ async def test_https_keeps_the_name_for_tls():
     assert target.extensions == {"sni_hostname": "localhost"}
     literal = await targets.resolve("https://127.0.0.1:8443/h", allow_private=True)
     assert literal.extensions == {} and literal.headers == {}
+
+
+@pytest.mark.parametrize(
+    "url", ["https://xn--/", "https://[::1/", "https://exa mple.com/", "https://"]
+)
+async def test_malformed_urls_are_refused_not_crashed_on(url: str):
+    with pytest.raises(targets.UnsafeTarget):
+        await targets.resolve(url, allow_private=True)
+
+
+async def test_international_names_are_resolved_and_sent_as_their_a_label(monkeypatch):
+    asked = []
+
+    async def lookup(host: str, port: int) -> list[targets.IPAddress]:
+        asked.append(host)
+        return [ipaddress.ip_address("93.184.215.14")]
+
+    monkeypatch.setattr(targets, "lookup", lookup)
+    target = await targets.resolve("https://faß.de/hooks", allow_private=False)
+    # IDNA 2008, as httpx sends it: not "fass.de", which IDNA 2003 (socket, ssl) would ask.
+    assert asked == ["xn--fa-hia.de"]
+    assert target.headers == {"Host": "xn--fa-hia.de"}
+    assert target.extensions == {"sni_hostname": "xn--fa-hia.de"}

@@ -70,7 +70,10 @@ class _SentSchema(GenerateJsonSchema):
         field: core_schema.ModelField | core_schema.DataclassField | core_schema.TypedDictField,
         total: bool,
     ) -> bool:
-        """Mark every sent field required: messages are dumped whole, with defaults and nulls."""
+        """Mark every sent field required: messages are dumped whole, with defaults and nulls,
+        except the optional fields left out when they have no value (`service.wire.omitted`)."""
+        if field.get("serialization_exclude_if") is not None:
+            return False
         return not field.get("serialization_exclude", False)
 
 

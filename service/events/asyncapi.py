@@ -48,8 +48,8 @@ by default (`FT_STREAM_TICKET_SECONDS`) from `POST /v1/fine_tuning/stream_ticket
 API key in a URL.
 
 **Server-Sent Events.** The same messages are served as `text/event-stream` by
-`GET /v1/fine_tuning/jobs/{job_id}/events?stream=true` and
-`GET /v1/fine_tuning/events?stream=true`: `event: <type>` and `data: <the same JSON>`, plus
+`GET /v1/fine_tuning/jobs/{job_id}/events/stream` and `GET /v1/fine_tuning/events/stream`
+(also by the list routes with `?stream=true`): `event: <type>` and `data: <the same JSON>`, plus
 `id: <event id>` on `event` messages. Resume
 with the `Last-Event-ID` header (sent by EventSource) or `after`; authenticate with the
 `Authorization` header or `ticket`. A slow SSE consumer's response ends; it reconnects with

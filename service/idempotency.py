@@ -45,6 +45,22 @@ _SECRET_ANSWERS = re.compile(
     r"^/v1/(organization/projects/[^/]+/api_keys|fine_tuning/stream_tickets"
     r"|webhook_endpoints|webhook_endpoints/[^/]+/rotate_secret)/?$"
 )
+HEADER_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    "description": "A repeat with the same key (per API key, for FT_IDEMPOTENCY_TTL_SECONDS) "
+    "replays the first answer; the same key with other parameters, or while the first is "
+    "running, is a 409.",
+}
+
+
+def honours_key(method: str, path: str) -> bool:
+    """Say whether requests to `method path` (a route's path template) honour the header."""
+    return method.upper() == "POST" and not _SECRET_ANSWERS.match(path)
+
+
 _BOUNDARY = re.compile(rb"boundary=\"?([^\";]+)\"?", re.IGNORECASE)
 
 
@@ -123,11 +139,7 @@ class IdempotencyMiddleware:
         self.ttl_seconds = ttl_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or _SECRET_ANSWERS.match(scope["path"])
-        ):
+        if scope["type"] != "http" or not honours_key(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)

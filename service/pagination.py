@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Generic, Literal, Protocol, Self, TypeVar
 
-from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.errors import InvalidRequest
+from service.wire import WireModel
 
 T = TypeVar("T")
 Row = TypeVar("Row", bound="Paginated")
@@ -23,7 +23,7 @@ class Paginated(Protocol):
     id: str
 
 
-class ListPage(BaseModel, Generic[T]):
+class ListPage(WireModel, Generic[T]):
     """OpenAI's list envelope: `{object, data, has_more, first_id, last_id}`."""
 
     object: Literal["list"] = "list"
@@ -34,13 +34,10 @@ class ListPage(BaseModel, Generic[T]):
 
     @classmethod
     def of(cls, items: Sequence[Any], *, has_more: bool = False) -> Self:
-        """Wrap wire objects, filling first_id and last_id from their ids."""
-        return cls(
-            data=list(items),
-            has_more=has_more,
-            first_id=getattr(items[0], "id", None) if items else None,
-            last_id=getattr(items[-1], "id", None) if items else None,
-        )
+        """Wrap wire objects, filling first_id and last_id from their ids (an empty page keeps
+        the envelope's defaults)."""
+        ids = {"first_id": items[0].id, "last_id": items[-1].id} if items else {}
+        return cls(data=list(items), has_more=has_more, **ids)
 
 
 async def page(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from service.checkpoints.models import Checkpoint, CheckpointPermission
 from service.pagination import ListPage
-from service.wire import RequestModel
+from service.wire import RequestModel, WireModel
 
 
 class PermissionCreate(RequestModel):
@@ -24,7 +24,7 @@ class PermissionCreate(RequestModel):
     )
 
 
-class PermissionObject(BaseModel):
+class PermissionObject(WireModel):
     """OpenAI's `checkpoint.permission` object."""
 
     id: str = Field(examples=["cp_zc4Q7MP6XxulcVzj4MZdwsAB"])
@@ -38,7 +38,7 @@ class PermissionObject(BaseModel):
         return cls(id=row.id, created_at=row.created_at, project_id=row.project_id)
 
 
-class PermissionDeleted(BaseModel):
+class PermissionDeleted(WireModel):
     """Answer to a permission deletion."""
 
     id: str
@@ -50,7 +50,7 @@ class PermissionList(ListPage[PermissionObject]):
     """A page of checkpoint permissions."""
 
 
-class CheckpointObject(BaseModel):
+class CheckpointObject(WireModel):
     """OpenAI's `fine_tuning.job.checkpoint` object."""
 
     id: str = Field(examples=["ftckpt_zc4Q7MP6XxulcVzj4MZdwsAB"])
@@ -59,7 +59,7 @@ class CheckpointObject(BaseModel):
     fine_tuned_model_checkpoint: str
     fine_tuning_job_id: str
     step_number: int
-    metrics: dict[str, float | int | None]
+    metrics: dict[str, float | int] = Field(description="The metrics measured at the step.")
 
     @classmethod
     def from_row(cls, row: Checkpoint) -> CheckpointObject:
@@ -70,7 +70,8 @@ class CheckpointObject(BaseModel):
             fine_tuned_model_checkpoint=row.fine_tuned_model_checkpoint,
             fine_tuning_job_id=row.job_id,
             step_number=row.step_number,
-            metrics=row.metrics,
+            # OpenAI's metrics are numbers: one not measured is left out, not null.
+            metrics={k: v for k, v in row.metrics.items() if v is not None},
         )
 
 

@@ -48,8 +48,8 @@ by default (`FT_STREAM_TICKET_SECONDS`) from `POST /v1/fine_tuning/stream_ticket
 API key in a URL.
 
 **Server-Sent Events.** The same messages are served as `text/event-stream` by
-`GET /v1/fine_tuning/jobs/{job_id}/events?stream=true` and
-`GET /v1/fine_tuning/events?stream=true`: `event: <type>` and `data: <the same JSON>`, plus
+`GET /v1/fine_tuning/jobs/{job_id}/events/stream` and `GET /v1/fine_tuning/events/stream`
+(also by the list routes with `?stream=true`): `event: <type>` and `data: <the same JSON>`, plus
 `id: <event id>` on `event` messages. Resume
 with the `Last-Event-ID` header (sent by EventSource) or `after`; authenticate with the
 `Authorization` header or `ticket`. A slow SSE consumer's response ends; it reconnects with
@@ -70,7 +70,10 @@ class _SentSchema(GenerateJsonSchema):
         field: core_schema.ModelField | core_schema.DataclassField | core_schema.TypedDictField,
         total: bool,
     ) -> bool:
-        """Mark every sent field required: messages are dumped whole, with defaults and nulls."""
+        """Mark every sent field required: messages are dumped whole, with defaults and nulls,
+        except the optional fields left out when they have no value (`service.wire.omitted`)."""
+        if field.get("serialization_exclude_if") is not None:
+            return False
         return not field.get("serialization_exclude", False)
 
 

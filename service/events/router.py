@@ -35,6 +35,8 @@ SSE_MEDIA_TYPE = "text/event-stream"
 MAX_CLOSE_REASON_BYTES = 123
 # EventSource waits this long before reconnecting after a stream ends.
 SSE_RETRY_MILLISECONDS = 2000
+# The stream operations answer text/event-stream only: a generated client types an operation's
+# answer from its content types, and JSON and SSE in one operation made every list a union.
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {
@@ -43,8 +45,9 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
                 "example": 'id: ftevent-abc\nevent: event\ndata: {"type": "event", ...}\n\n',
             }
         },
-        "description": "With `stream=true`: server-sent events, described in /asyncapi.json.",
-    }
+        "description": "Server-sent events, described in /asyncapi.json.",
+    },
+    204: {"description": "The stream is over (the job has ended and nothing is left to send)."},
 }
 
 
@@ -69,10 +72,8 @@ async def _stream_caller(
 _TRUE = {"1", "true", "on", "yes", "y", "t"}  # what FastAPI reads as True for `stream`
 
 
-async def get_stream_caller(request: Request) -> Caller:
-    """Authenticate by header; a streaming request (`stream=true`) may use a ticket instead."""
-    if request.query_params.get("stream", "").lower() not in _TRUE:
-        return await get_caller(request)  # OpenAI's route, OpenAI's answers
+async def get_ticket_caller(request: Request) -> Caller:
+    """Authenticate a stream: by header, or by a ticket (browsers cannot set headers)."""
     return await _stream_caller(
         request.app.state.database,
         request.headers.get("authorization"),
@@ -80,7 +81,15 @@ async def get_stream_caller(request: Request) -> Caller:
     )
 
 
+async def get_stream_caller(request: Request) -> Caller:
+    """Authenticate by header; a streaming request (`stream=true`) may use a ticket instead."""
+    if request.query_params.get("stream", "").lower() not in _TRUE:
+        return await get_caller(request)  # OpenAI's route, OpenAI's answers
+    return await get_ticket_caller(request)
+
+
 StreamCallerDep = Annotated[Caller, Depends(get_stream_caller)]
+TicketCallerDep = Annotated[Caller, Depends(get_ticket_caller)]
 
 
 @router.post(
@@ -144,25 +153,31 @@ async def sse_response(
     )
 
 
-LastEventIdHeader = Annotated[
+ResumeHeader = Annotated[
     str | None,
     Header(alias="Last-Event-ID", max_length=64, description="SSE resume cursor (an event id)."),
 ]
-TicketQuery = Annotated[
+TicketParam = Annotated[
+    str | None, Query(max_length=128, description="A stream ticket, for browsers.")
+]
+StreamAfterQuery = Annotated[
     str | None,
-    Query(max_length=128, description="A stream ticket, for browsers (with `stream=true`)."),
+    Query(max_length=64, description="Replay the stored events after this one, then go live."),
 ]
-StreamQuery = Annotated[
-    bool, Query(description="Answer with server-sent events: the stored ones, then live ones.")
+# The list routes still stream with `stream=true`, as they always have, but the document shows
+# the stream as its own operation (`.../events/stream`), so these stay out of it.
+LastEventIdHeader = Annotated[
+    str | None, Header(alias="Last-Event-ID", max_length=64, include_in_schema=False)
 ]
+TicketQuery = Annotated[str | None, Query(max_length=128, include_in_schema=False)]
+StreamQuery = Annotated[bool, Query(include_in_schema=False)]
 
 
 @router.get(
     "/v1/fine_tuning/events",
     operation_id="listProjectFineTuningEvents",
-    summary="List or stream the project's job events",
+    summary="List the project's job events",
     response_model=EventList,
-    responses=SSE_RESPONSES,
 )
 async def list_project_events(
     request: Request,
@@ -174,13 +189,55 @@ async def list_project_events(
     ticket: TicketQuery = None,
     last_event_id: LastEventIdHeader = None,
 ) -> EventList | Response:
-    """Every job's events in the project, newest first; with `stream=true`, server-sent events
-    (oldest first after `after` or `Last-Event-ID`, else live only). An extension."""
+    """Every job's events in the project, newest first. An extension; its stream is
+    `streamProjectFineTuningEvents`."""
     scope = Scope(project_id=caller.project_id)
     if stream:
         return await sse_response(request, scope, after, last_event_id)
     rows, has_more = await service.list_events(session, scope, after=after, limit=limit)
     return EventList.of([EventObject.from_row(r) for r in rows], has_more=has_more)
+
+
+@router.get(
+    "/v1/fine_tuning/jobs/{fine_tuning_job_id}/events/stream",
+    operation_id="streamFineTuningEvents",
+    summary="Stream a job's events",
+    response_class=StreamingResponse,
+    responses=SSE_RESPONSES,
+)
+async def stream_fine_tuning_events(
+    request: Request,
+    fine_tuning_job_id: str,
+    caller: TicketCallerDep,
+    after: StreamAfterQuery = None,
+    ticket: TicketParam = None,
+    last_event_id: ResumeHeader = None,
+) -> Response:
+    """A job's events as server-sent events: the stored ones after `Last-Event-ID` or `after`
+    (all without), then live ones; the stream ends after the job's final event. An extension,
+    also answered by `GET .../events?stream=true`; the same path upgrades to a WebSocket."""
+    scope = Scope(project_id=caller.project_id, job_id=fine_tuning_job_id)
+    return await sse_response(request, scope, after, last_event_id)
+
+
+@router.get(
+    "/v1/fine_tuning/events/stream",
+    operation_id="streamProjectFineTuningEvents",
+    summary="Stream the project's job events",
+    response_class=StreamingResponse,
+    responses=SSE_RESPONSES,
+)
+async def stream_project_fine_tuning_events(
+    request: Request,
+    caller: TicketCallerDep,
+    after: StreamAfterQuery = None,
+    ticket: TicketParam = None,
+    last_event_id: ResumeHeader = None,
+) -> Response:
+    """Every job event of the project as server-sent events, oldest first after `after` or
+    `Last-Event-ID`, else live only. An extension, also answered by
+    `GET /v1/fine_tuning/events?stream=true`."""
+    return await sse_response(request, Scope(project_id=caller.project_id), after, last_event_id)
 
 
 # ---------------------------------------------------------------- WebSocket

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import FileResponse
 
 from service.deps import CallerDep, RegistryDep, SessionDep, SettingsDep
+from service.errors import ErrorResponse
 from service.files import service
 from service.files.models import File
 from service.files.schemas import FileCheckRequest, FileDeleted, FileList, FileObject
-from service.files.upload import ReceivedUpload, receive_upload
+from service.files.upload import FILE_PART_SCHEMA, ReceivedUpload, receive_upload
 from service.models.service import resolve_trainable
 from service.training_data.report import CheckReport
 
@@ -46,7 +47,7 @@ _UPLOAD_BODY = {
                     "type": "object",
                     "required": ["file", "purpose"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": FILE_PART_SCHEMA,
                         "purpose": {
                             "type": "string",
                             "enum": [
@@ -78,7 +79,9 @@ _UPLOAD_BODY = {
     summary="Upload a file",
     response_model=FileObject,
     openapi_extra=_UPLOAD_BODY,
-    responses={413: {"description": "The file is over FT_MAX_UPLOAD_BYTES."}},
+    responses={
+        413: {"model": ErrorResponse, "description": "The file is over FT_MAX_UPLOAD_BYTES."}
+    },
 )
 async def create_file(
     caller: CallerDep,
@@ -138,7 +141,14 @@ async def delete_file(row: FileDep, session: SessionDep, settings: SettingsDep) 
     operation_id="downloadFile",
     summary="Retrieve file content",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+            "description": "The file's bytes.",
+        }
+    },
 )
 async def download_file(row: FileDep, settings: SettingsDep) -> FileResponse:
     """Return the file's content as bytes."""

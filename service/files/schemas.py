@@ -4,33 +4,47 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from service.files.models import File
 from service.models.registry import Method
 from service.pagination import ListPage
-from service.wire import RequestModel
+from service.training_data.formats import Format
+from service.wire import RequestModel, WireModel, omitted
 
 UPLOAD_FIELDS = frozenset({"file", "purpose", "expires_after[anchor]", "expires_after[seconds]"})
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+# Every purpose a file object may carry: the upload purposes and the platform's output purposes
+# (OpenAIFile.purpose; `evals` is accepted on upload too).
+FilePurpose = Literal[
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+    "evals",
+]
 # Purposes whose contents OpenAI refuses to hand back (reference §1.1).
 NOT_DOWNLOADABLE = frozenset({"assistants", "user_data"})
 
 
-class FileObject(BaseModel):
+class FileObject(WireModel):
     """OpenAI's `file` object, plus `sha256` and the detected training `format`."""
 
     id: str = Field(examples=["file-3wfAfDoYcGrSpaE17qK0vXT0"])
     object: Literal["file"] = "file"
     bytes: int = Field(description="Size of the content in bytes.")
     created_at: int = Field(description="Unix seconds.")
-    expires_at: int | None = Field(default=None, description="Unix seconds, when set to expire.")
+    expires_at: int | None = omitted(description="Unix seconds; only when set to expire.")
     filename: str
-    purpose: str = Field(examples=["fine-tune"])
+    purpose: FilePurpose = Field(examples=["fine-tune"])
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
+    status_details: str | None = omitted(description="Deprecated; only when there are any.")
     sha256: str = Field(description="Extension: SHA-256 of the content, hex.")
-    format: str | None = Field(
+    format: Format | None = Field(
         default=None,
         description="Extension: training-data format detected at upload "
         "(`chat`, `preference` or `reinforcement`); null for other purposes.",
@@ -53,7 +67,7 @@ class FileObject(BaseModel):
         )
 
 
-class FileDeleted(BaseModel):
+class FileDeleted(WireModel):
     """Answer to a file deletion."""
 
     id: str
@@ -81,4 +95,7 @@ class FileCheckRequest(RequestModel):
 
 
 class FileList(ListPage[FileObject]):
-    """A page of files."""
+    """A page of files; OpenAI's file list requires both ids as strings, empty on an empty page."""
+
+    first_id: str = ""
+    last_id: str = ""

@@ -26,6 +26,14 @@ from service.files.scratch import HeldFile
 from service.training_data.formats import JsonlParser, ParseResult
 
 MAX_FIELD_BYTES = 4096
+# How the document describes a file part. A binary string alone is what openapi-python-client
+# needs to send a file, but openapi-typescript types it `string`, which a Blob is not; the empty
+# alternative makes it `unknown` there (a Blob or File passes `tsc --strict`) and leaves Python's
+# `File` as it is.
+FILE_PART_SCHEMA: dict[str, object] = {
+    "anyOf": [{"type": "string", "format": "binary"}, {}],
+    "description": "The file's bytes, sent as a file part (with its filename).",
+}
 # Room for the multipart framing around the content when checking Content-Length up front.
 MULTIPART_OVERHEAD = 64 * 1024
 

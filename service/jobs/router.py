@@ -12,7 +12,6 @@ from service.checkpoints.schemas import CheckpointList, CheckpointObject
 from service.deps import CallerDep, EnginesDep, SessionDep, SettingsDep
 from service.errors import InvalidRequest
 from service.events.router import (
-    SSE_RESPONSES,
     LastEventIdHeader,
     StreamCallerDep,
     StreamQuery,
@@ -207,9 +206,8 @@ async def rerun_fine_tuning_job(
 @router.get(
     "/{fine_tuning_job_id}/events",
     operation_id="listFineTuningEvents",
-    summary="List or stream a job's events",
+    summary="List a job's events",
     response_model=EventList,
-    responses=SSE_RESPONSES,
 )
 async def list_fine_tuning_events(
     request: Request,
@@ -222,9 +220,7 @@ async def list_fine_tuning_events(
     ticket: TicketQuery = None,
     last_event_id: LastEventIdHeader = None,
 ) -> EventList | Response:
-    """List a job's events, newest first. With `stream=true` (an extension): server-sent
-    events, the stored ones after `Last-Event-ID` or `after` (all without), then live ones;
-    the stream ends after the job's final event."""
+    """List a job's events, newest first. Their stream is `streamFineTuningEvents`."""
     if stream:  # the job is looked up in the caller's project as the stream starts
         scope = Scope(project_id=caller.project_id, job_id=fine_tuning_job_id)
         return await sse_response(request, scope, after, last_event_id)

@@ -6,13 +6,17 @@ import math
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from service.jobs.models import Job, JobEvent
+from service.jobs.states import Status
 from service.pagination import ListPage
-from service.wire import RequestModel
+from service.wire import RequestModel, WireModel, omitted
 
-Auto = Literal["auto"]
+# `enum` rather than pydantic's `const`: openapi-python-client cannot parse a `const` member of a
+# union (every numeric hyperparameter failed with "must match const 'auto'"); OpenAI's own
+# document writes it this way too.
+Auto = Annotated[Literal["auto"], WithJsonSchema({"type": "string", "enum": ["auto"]})]
 # Quotes and backslashes are refused in keys: they cannot be matched by the JSON-path filter
 # of `GET /v1/fine_tuning/jobs?metadata[key]=` on every database.
 MetadataKey = Annotated[str, Field(min_length=1, max_length=64, pattern=r'^[^"\\]+$')]
@@ -235,7 +239,7 @@ class JobCreate(RequestModel):
 # ---------------------------------------------------------------- wire objects
 
 
-class JobError(BaseModel):
+class JobError(WireModel):
     """Why a job failed."""
 
     code: str
@@ -243,7 +247,86 @@ class JobError(BaseModel):
     param: str | None = None
 
 
-class Hyperparameters(BaseModel):
+class SupervisedHyperparametersObject(WireModel):
+    """A job's supervised hyperparameters: `auto` until the engine resolves them."""
+
+    batch_size: Auto | int = "auto"
+    learning_rate_multiplier: Auto | float = "auto"
+    n_epochs: Auto | int = "auto"
+
+
+class DpoHyperparametersObject(SupervisedHyperparametersObject):
+    """A job's DPO hyperparameters."""
+
+    beta: Auto | float = "auto"
+
+
+class ReinforcementHyperparametersObject(SupervisedHyperparametersObject):
+    """A job's reinforcement hyperparameters."""
+
+    reasoning_effort: Literal["default", "low", "medium", "high"] = "default"
+    compute_multiplier: Auto | float = "auto"
+    eval_interval: Auto | int = "auto"
+    eval_samples: Auto | int = "auto"
+
+
+class SupervisedMethodObject(WireModel):
+    """A job's supervised configuration."""
+
+    hyperparameters: SupervisedHyperparametersObject | None = omitted()
+
+
+class DpoMethodObject(WireModel):
+    """A job's DPO configuration."""
+
+    hyperparameters: DpoHyperparametersObject | None = omitted()
+
+
+class ReinforcementMethodObject(WireModel):
+    """A job's reinforcement configuration: the grader as it was given."""
+
+    grader: dict[str, Any]
+    hyperparameters: ReinforcementHyperparametersObject | None = omitted()
+    response_format: dict[str, Any] | None = omitted()
+
+
+class MethodObject(WireModel):
+    """A job's `method`: its type and that type's configuration (OpenAI's FineTuneMethod)."""
+
+    type: Literal["supervised", "dpo", "reinforcement"]
+    supervised: SupervisedMethodObject | None = omitted()
+    dpo: DpoMethodObject | None = omitted()
+    reinforcement: ReinforcementMethodObject | None = omitted()
+
+
+class WandbObject(WireModel):
+    """A job's Weights & Biases settings."""
+
+    project: str
+    name: str | None = None
+    entity: str | None = None
+    tags: list[str] | None = omitted()
+    run_id: str | None = omitted(description="The W&B run, once the job runs.")
+
+
+class IntegrationObject(WireModel):
+    """One of a job's integrations."""
+
+    type: Literal["wandb"]
+    wandb: WandbObject
+
+
+def _without_nulls(value: Any) -> Any:
+    # Stored configurations (and jobs imported from a provider) may hold null for "not set";
+    # OpenAI's schemas allow no null inside `method` or an integration.
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+class Hyperparameters(WireModel):
     """The job's top-level hyperparameters (resolved once training starts)."""
 
     batch_size: Auto | int | None = "auto"
@@ -251,7 +334,7 @@ class Hyperparameters(BaseModel):
     n_epochs: Auto | int | None = "auto"
 
 
-class JobObject(BaseModel):
+class JobObject(WireModel):
     """OpenAI's `fine_tuning.job` object."""
 
     id: str = Field(examples=["ftjob-UiaiLwGdGBfdLQDBAoQheufN"])
@@ -265,17 +348,14 @@ class JobObject(BaseModel):
     organization_id: str
     result_files: list[str]
     seed: int
-    status: str = Field(
-        examples=["queued"],
-        description="validating_files, queued, running, paused, succeeded, failed or cancelled.",
-    )
+    status: Status = Field(examples=["queued"])
     trained_tokens: int | None = None
     training_file: str
     validation_file: str | None = None
     estimated_finish: int | None = None
-    integrations: list[dict[str, Any]] | None = None
+    integrations: list[IntegrationObject] | None = None
     metadata: dict[str, str] | None = None
-    method: dict[str, Any]
+    method: MethodObject
     user_provided_suffix: str | None = None
     # Extensions: what the job was expected to cost, and what it cost.
     estimate: dict[str, Any] | None = Field(
@@ -312,16 +392,16 @@ class JobObject(BaseModel):
             training_file=job.training_file,
             validation_file=job.validation_file,
             estimated_finish=job.estimated_finish,
-            integrations=job.integrations,
+            integrations=_without_nulls(job.integrations),
             metadata=job.metadata_,
-            method=job.method,
+            method=_without_nulls(job.method),
             user_provided_suffix=job.suffix,
             estimate=job.estimate,
             cost_usd=job.cost_usd,
         )
 
 
-class EventObject(BaseModel):
+class EventObject(WireModel):
     """OpenAI's `fine_tuning.job.event` object."""
 
     id: str = Field(examples=["ftevent-TDcK6kP2mRRiof75k5YpPXzb"])
@@ -330,7 +410,7 @@ class EventObject(BaseModel):
     level: Literal["info", "warn", "error"]
     message: str
     type: Literal["message", "metrics"] = "message"
-    data: dict[str, Any] | None = None
+    data: dict[str, Any] = Field(default_factory=dict, description="`{}` when there is none.")
 
     @classmethod
     def from_row(cls, event: JobEvent) -> EventObject:
@@ -341,7 +421,7 @@ class EventObject(BaseModel):
             level=event.level,
             message=event.message,
             type=event.type,
-            data=event.data,
+            data=event.data or {},
         )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from service.wire import WireModel
 
 
-class ModelObject(BaseModel):
+class ModelObject(WireModel):
     """OpenAI's `model` object."""
 
     id: str = Field(examples=["ft:gpt-4o-mini-2024-07-18:personal:support-fr:9o1eNNKO"])
@@ -27,7 +29,7 @@ class ModelObject(BaseModel):
     )
 
 
-class ModelDeleted(BaseModel):
+class ModelDeleted(WireModel):
     """Answer to a model deletion."""
 
     id: str
@@ -35,7 +37,7 @@ class ModelDeleted(BaseModel):
     deleted: bool = True
 
 
-class ModelList(BaseModel):
+class ModelList(WireModel):
     """`GET /v1/models` envelope (not paginated)."""
 
     object: Literal["list"] = "list"

@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from service.deps import CallerDep, SessionDep, SettingsDep
-from service.files.upload import ReceivedUpload, receive_upload
+from service.errors import ErrorResponse
+from service.files.upload import FILE_PART_SCHEMA, ReceivedUpload, receive_upload
 from service.uploads import service
 from service.uploads.models import Upload
 from service.uploads.schemas import (
@@ -53,7 +54,7 @@ _PART_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["data"],
-                    "properties": {"data": {"type": "string", "format": "binary"}},
+                    "properties": {"data": FILE_PART_SCHEMA},
                 }
             }
         },
@@ -77,7 +78,7 @@ async def create_upload(body: UploadCreate, caller: CallerDep, session: SessionD
     summary="Add a part to an upload",
     response_model=UploadPartObject,
     openapi_extra=_PART_BODY,
-    responses={413: {"description": "The part is over 64 MB."}},
+    responses={413: {"model": ErrorResponse, "description": "The part is over 64 MB."}},
 )
 async def add_upload_part(
     row: UploadDep,

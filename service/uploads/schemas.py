@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from service.files.models import File
 from service.files.schemas import FileObject
 from service.uploads.models import Upload, UploadPart
-from service.wire import RequestModel
+from service.wire import RequestModel, WireModel
 
 MAX_UPLOAD_BYTES = 8 * 1024**3  # 8 GB, as OpenAI's
 MAX_PART_BYTES = 64 * 1024**2  # 64 MB a part
@@ -46,7 +46,7 @@ class UploadComplete(RequestModel):
     )
 
 
-class UploadObject(BaseModel):
+class UploadObject(WireModel):
     """OpenAI's `upload` object; `file` once completed."""
 
     id: str = Field(examples=["upload_abc123"])
@@ -55,7 +55,7 @@ class UploadObject(BaseModel):
     created_at: int
     expires_at: int
     filename: str
-    purpose: str
+    purpose: UploadPurpose
     status: Literal["pending", "completed", "cancelled", "expired"]
     file: FileObject | None = None
 
@@ -74,7 +74,7 @@ class UploadObject(BaseModel):
         )
 
 
-class UploadPartObject(BaseModel):
+class UploadPartObject(WireModel):
     """OpenAI's `upload.part` object."""
 
     id: str = Field(examples=["part_def456"])

@@ -173,3 +173,33 @@ async def test_a_project_stream_names_its_start_so_an_early_reconnect_misses_not
     assert messages[0]["event"] == "job"
     assert messages[1]["event"] == "event"
     assert messages[1]["data"]["event"]["message"] == "Fine-tuning job started"
+
+
+async def test_the_stream_operations_serve_what_stream_true_serves(client, database, live):
+    """`GET .../events/stream` (the document's streamFineTuningEvents and
+    streamProjectFineTuningEvents) and the list routes with `stream=true` send the same."""
+    tenant = await make_tenant(database)
+    other = await make_tenant(database, "other")
+    job = await make_job(client, tenant)
+    engine = FakeRun(database, job["id"])
+    await engine.start()
+    await engine.fail()
+    base = f"http://{live}/v1/fine_tuning"
+    async with httpx.AsyncClient(headers=tenant.headers, timeout=10) as http:
+        async with http.stream("GET", f"{base}/jobs/{job['id']}/events/stream") as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            operation = await read_to_end(response)
+        async with http.stream(
+            "GET", f"{base}/jobs/{job['id']}/events", params={"stream": "true"}
+        ) as response:
+            listed = await read_to_end(response)
+        async with http.stream("GET", f"{base}/events/stream") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+    assert [m.get("id") for m in operation] == [m.get("id") for m in listed]
+    assert operation[-1]["data"]["event"]["level"] == "error"
+
+    stream = f"/v1/fine_tuning/jobs/{job['id']}/events/stream"
+    refused = await client.get(stream, headers=other.headers)
+    assert refused.status_code == 404 and refused.json()["error"]["param"] == "fine_tuning_job_id"
+    assert (await client.get(stream)).status_code == 401

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from service.pagination import ListPage
 from service.webhooks.models import WebhookEndpoint, WebhookMessage
-from service.wire import RequestModel
+from service.wire import RequestModel, WireModel
 
 # The events this service sends: a fine-tuning job's final status (OpenAI sends none for
 # `running` or `paused` either).
@@ -60,7 +60,7 @@ class WebhookTest(RequestModel):
     event_type: EventType
 
 
-class WebhookEndpointObject(BaseModel):
+class WebhookEndpointObject(WireModel):
     """OpenAI's `webhook_endpoint` object (the secret itself is never shown again)."""
 
     id: str = Field(examples=["we_abc123"])
@@ -97,7 +97,7 @@ class WebhookEndpointWithSecret(WebhookEndpointObject):
         return cls(**WebhookEndpointObject.from_row(row).model_dump(), signing_secret=row.secret)
 
 
-class DeletedWebhookEndpoint(BaseModel):
+class DeletedWebhookEndpoint(WireModel):
     """OpenAI's answer to a deletion."""
 
     id: str
@@ -105,7 +105,7 @@ class DeletedWebhookEndpoint(BaseModel):
     deleted: bool = True
 
 
-class WebhookEndpointTestResult(BaseModel):
+class WebhookEndpointTestResult(WireModel):
     """OpenAI's answer to a test: what the endpoint answered to a signed sample delivery."""
 
     object: Literal["webhook_endpoint.test"] = "webhook_endpoint.test"
@@ -115,14 +115,14 @@ class WebhookEndpointTestResult(BaseModel):
     webhook_endpoint_id: str
 
 
-class WebhookEventTypeList(BaseModel):
+class WebhookEventTypeList(WireModel):
     """The event types an endpoint may receive here."""
 
     object: Literal["list"] = "list"
     data: list[str]
 
 
-class WebhookDeliveryObject(BaseModel):
+class WebhookDeliveryObject(WireModel):
     """One event sent (or being sent) to an endpoint, and how its delivery went (extension)."""
 
     id: str = Field(description="The `webhook-id` header, the same on every attempt.")

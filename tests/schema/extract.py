@@ -45,6 +45,9 @@ ROOTS = (
     "ListModelsResponse",
     "DeleteModelResponse",
     "ErrorResponse",
+    "WebhookFineTuningJobSucceeded",
+    "WebhookFineTuningJobFailed",
+    "WebhookFineTuningJobCancelled",
 )
 DROPPED_KEYS = frozenset({"description", "example", "examples", "x-oaiMeta", "title"})
 DEVIATIONS = {

@@ -26,6 +26,7 @@ from service.webhooks.dispatcher import Attempt
 from service.webhooks.models import WebhookMessage
 from tests.factories import Tenant, make_job, make_tenant
 from tests.fake_engine import claim_next
+from tests.schema.openai import assert_openai
 from tests.webhooks.receiver import Received, receiver
 from tests.webhooks.test_endpoints import create_endpoint
 
@@ -83,6 +84,7 @@ async def test_a_failing_receiver_gets_retries_then_exactly_one_accepted_deliver
     event = events[-1]
     assert event.data.id == job["id"] and event.object == "event"
     assert event.id.startswith("evt_")
+    assert_openai("WebhookFineTuningJobCancelled", json.loads(received[-1].body))
     assert json.loads(received[-1].body) == {
         "id": event.id,
         "object": "event",
@@ -123,6 +125,9 @@ async def test_success_and_failure_are_sent_to_the_endpoints_that_take_them(clie
     for r in got:
         event = unwrap(r, all_events["signing_secret"])
         by_job[event.data.id] = type(event)
+        # OpenAI's published schema of the payload, as well as the SDK's type.
+        name = {"fine_tuning.job.succeeded": "Succeeded", "fine_tuning.job.failed": "Failed"}
+        assert_openai(f"WebhookFineTuningJob{name[event.type]}", json.loads(r.body))
     assert by_job == {
         winner["id"]: FineTuningJobSucceededWebhookEvent,
         loser["id"]: FineTuningJobFailedWebhookEvent,

@@ -30,6 +30,9 @@ from service.events.hub import Hub
 from service.events.listen import Listener
 from service.events.router import router as events_router
 from service.events.tail import EventTail
+from service.exports.builder import ExportBuilder
+from service.exports.router import router as exports_router
+from service.exports.service import EXPORTS_TOPIC
 from service.files.router import router as files_router
 from service.guards import RequestGuardMiddleware
 from service.idempotency import HEADER_PARAMETER, IdempotencyMiddleware, honours_key
@@ -279,8 +282,12 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
                 interval=settings.studio_poll_seconds,
             )
             app.state.watcher = watcher
-            if settings.embedded_worker:  # like the engines' workers; tests step it themselves
+            builder = ExportBuilder(database=database, engines=app.state.engines, settings=settings)
+            app.state.exports = builder
+            database.after_commit(EXPORTS_TOPIC, builder.wake)
+            if settings.embedded_worker:  # like the engines' workers; tests step them themselves
                 background.append(asyncio.create_task(watcher.run()))
+                background.append(asyncio.create_task(builder.run()))
             janitor = asyncio.create_task(
                 run_periodically(
                     database=database,
@@ -330,6 +337,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
         graders_router,
         events_router,
         checkpoints_router,
+        exports_router,  # before models_router, whose /v1/models/{model:path} would take its paths
         models_router,
         inference_router,
         projects_router,

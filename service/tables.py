@@ -10,6 +10,7 @@ from service.engines.upstream.models import (
     WebhookDelivery,
 )
 from service.events.models import StreamTicket
+from service.exports.models import ModelExport, ModelExportEvent
 from service.files.models import File, FileCheck
 from service.idempotency import IdempotencyRecord
 from service.jobs.models import Job, JobEvent
@@ -41,6 +42,8 @@ __all__ = [
     "FileCheck",
     "FineTunedModel",
     "IdempotencyRecord",
+    "ModelExport",
+    "ModelExportEvent",
     "ModelAlias",
     "ModelRecord",
     "Job",

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
@@ -30,6 +31,13 @@ if TYPE_CHECKING:
     from service.poller import PollStep
 
 ClientAction = Literal["cancel", "pause", "resume"]
+
+
+ExportProgress = Callable[[float, str], Awaitable[None]]
+
+
+class ExportFailed(RuntimeError):
+    """An export could not be written (the reason is for the client)."""
 
 
 class EngineConfigError(ValueError):
@@ -103,6 +111,17 @@ class Engine(ABC):
         """Return the model's mean loss per token of each conversation's last message, or None
         where the engine cannot compute it (a provider's model)."""
         return None
+
+    #: The formats `export` writes (`adapter`, `merged`, `gguf`); none for a provider's models,
+    #: whose weights cannot leave it.
+    export_formats: frozenset[str] = frozenset()
+
+    async def export(
+        self, target: ModelTarget, fmt: str, out_dir: Path, progress: ExportProgress
+    ) -> None:
+        """Write the fine-tuned model `target` in format `fmt` into the folder `out_dir`,
+        reporting `progress(fraction, message)`; raise `ExportFailed` with a reason."""
+        raise ExportFailed(f"The engine '{self.name}' cannot export models.")
 
     async def delete_model(self, target: ModelTarget) -> None:
         """Remove what the engine holds for a fine-tuned model that is being deleted."""

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from service.deps import CallerDep, EnginesDep, RegistryDep, SessionDep
+from service.deps import CallerDep, EnginesDep, RegistryDep, SessionDep, SettingsDep
+from service.exports import service as exports
 from service.models import service
 from service.models.schemas import ModelDeleted, ModelList, ModelObject
 
@@ -56,9 +57,11 @@ async def delete_model(
     caller: CallerDep,
     session: SessionDep,
     engines: EnginesDep,
+    settings: SettingsDep,
 ) -> ModelDeleted:
-    """Delete one of your fine-tuned models and its weights."""
+    """Delete one of your fine-tuned models, its weights and its exports."""
     name = await service.delete_model(
         session=session, engines=engines, project_id=caller.project_id, name=model
     )
+    await exports.forget_model(session=session, files_dir=settings.files_dir, model=name)
     return ModelDeleted(id=name)

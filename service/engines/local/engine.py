@@ -7,7 +7,11 @@ on top (`generator.py`), off the event loop.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import shutil
+import sys
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from service.engines.base import Engine, ModelTarget
+from service.engines.base import Engine, ExportFailed, ExportProgress, ModelTarget
 from service.engines.local import tokenizer
 from service.engines.local.chat import plain_message
 from service.engines.local.generator import Generator, Loaded, Params
@@ -37,6 +41,8 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.db import Database
     from service.engines.local.worker import LocalWorker
+
+log = logging.getLogger(__name__)
 
 ENGINE_NAME = "local"
 
@@ -68,6 +74,57 @@ class LocalEngine(Engine):
         """Refuse graders that cannot run here (python, metrics that need downloads)."""
         if method["type"] == "reinforcement":
             check_supported(method["reinforcement"]["grader"])
+
+    export_formats = frozenset({"adapter", "merged", "gguf"})
+
+    async def export(
+        self, target: ModelTarget, fmt: str, out_dir: Path, progress: ExportProgress
+    ) -> None:
+        """Write the fine-tune in a child process (`engines/local/export.py`), relaying its
+        progress lines; a crash or a refusal there is an `ExportFailed` here."""
+        base = self.folder(target.base_model)
+        if base is None or target.location is None:
+            raise ExportFailed(f"The base model '{target.base_model}' is no longer on disk.")
+        spec = {
+            "format": fmt,
+            "name": target.name,
+            "base_name": target.base_model,
+            "base_dir": str(base),
+            "adapter_dir": target.location,
+            "out_dir": str(out_dir),
+        }
+        spec_path = out_dir.with_name(out_dir.name + ".spec.json")
+        spec_path.write_text(json.dumps(spec))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service.engines.local.export",
+            str(spec_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        error = None
+        try:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                try:
+                    report = json.loads(line)
+                except ValueError:
+                    continue  # a library printing to stdout
+                if "error" in report:
+                    error = str(report["error"])
+                elif "progress" in report:
+                    await progress(float(report["progress"]), str(report.get("message", "")))
+            _, stderr = await process.communicate()
+        finally:
+            if process.returncode is None:  # cancelled: the child goes too
+                process.kill()
+                await process.wait()
+            spec_path.unlink(missing_ok=True)
+        if process.returncode != 0:
+            if error is None:
+                log.error("export of %s failed:\n%s", target.name, stderr.decode(errors="replace"))
+            raise ExportFailed(error or "The export process failed; see the server log.")
 
     def worker(self, database: Database) -> LocalWorker:
         """Return a worker that claims this engine's jobs from `database`."""

@@ -1,4 +1,4 @@
-"""Command line: `python -m service serve | worker | migrate | exit | keys create`."""
+"""Command line: `python -m service serve | worker | migrate | exit | export | keys create`."""
 
 from __future__ import annotations
 
@@ -145,6 +145,77 @@ async def _exit(settings: Settings, args: argparse.Namespace) -> int:
         await database.dispose()
 
 
+async def _export(settings: Settings, args: argparse.Namespace) -> int:
+    """Build (or reuse) a model's export, with a progress bar, and copy it to `--output`."""
+    import shutil
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from service.engines import build_engines
+    from service.errors import APIError
+    from service.exports import service as exports
+    from service.exports.builder import ExportBuilder
+    from service.exports.models import ModelExport
+    from service.models.service import find_derived
+
+    await upgrade(settings.database_url)
+    database = Database(settings.database_url)
+    engines = build_engines(settings)
+    try:
+        async with database.session() as session:
+            derived = await find_derived(session, args.model)
+            if derived is None:
+                print(
+                    f"No fine-tuned model or checkpoint is called {args.model!r}.", file=sys.stderr
+                )
+                return 2
+            try:
+                await exports.exportable(
+                    session=session,
+                    engines=engines,
+                    project_id=derived.project_id,
+                    model=args.model,
+                    fmt=args.format,
+                )
+            except APIError as error:
+                print(error.message, file=sys.stderr)
+                return 2
+            row = await exports.request_export(
+                session=session, files_dir=settings.files_dir, derived=derived, fmt=args.format
+            )
+        builder = ExportBuilder(database=database, engines=engines, settings=settings)
+        with tqdm(total=100, unit="%", desc=f"{args.format} export") as bar:
+            while row.status not in ("ready", "failed"):
+                # Build it here, or follow the builder that holds it (a running `serve`).
+                task = asyncio.create_task(builder.build_next(row.id))
+                while not task.done():
+                    await asyncio.sleep(0.5)
+                    async with database.session() as session:
+                        current = await session.get(ModelExport, row.pk)
+                        if current is not None:
+                            bar.update(round(current.progress * 100) - bar.n)
+                if not task.result():
+                    await asyncio.sleep(1.0)
+                async with database.session() as session:
+                    current = await session.get(ModelExport, row.pk)
+                    if current is None:
+                        print("The export was deleted meanwhile.", file=sys.stderr)
+                        return 1
+                    row = current
+            bar.update(100 - bar.n)
+        if row.status == "failed":
+            print(f"The export failed: {row.error}", file=sys.stderr)
+            return 1
+        output = Path(args.output or row.filename)
+        shutil.copyfile(exports.archive_path(settings.files_dir, row), output)
+        print(f"{output} ({row.bytes} bytes, sha256 {row.sha256})")
+        return 0
+    finally:
+        await engines.aclose()
+        await database.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line."""
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
@@ -165,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     leave.add_argument(
         "--inventory-only", action="store_true", help="print the inventory as JSON and stop"
     )
+    export = commands.add_parser(
+        "export", help="write a fine-tuned model as an adapter, a merged model or GGUF"
+    )
+    export.add_argument("model", help="a fine-tuned model or checkpoint name")
+    export.add_argument("--format", choices=["adapter", "merged", "gguf"], default="merged")
+    export.add_argument("--output", help="the archive's path (default: its name, here)")
     keys = commands.add_parser("keys", help="manage API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create an API key; prints it last")
@@ -202,6 +279,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             asyncio.run(_work(settings))
     elif args.command == "exit":
         return asyncio.run(_exit(settings, args))
+    elif args.command == "export":
+        return asyncio.run(_export(settings, args))
     elif args.command == "migrate":
         asyncio.run(upgrade(settings.database_url))
         print("database is at the latest revision")

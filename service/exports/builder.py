@@ -65,26 +65,26 @@ class ExportBuilder:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval)
 
-    async def build_next(self) -> bool:
-        """Claim one export and build it; False when none is waiting."""
-        row = await self._claim()
+    async def build_next(self, export_id: str | None = None) -> bool:
+        """Claim one export (the oldest waiting, or `export_id`) and build it; False when
+        none is waiting (or another builder holds it)."""
+        row = await self._claim(export_id)
         if row is None:
             return False
         await self.build(row)
         return True
 
-    async def _claim(self) -> ModelExport | None:
+    async def _claim(self, export_id: str | None = None) -> ModelExport | None:
         at = time.time()
         claimable = or_(
             col(ModelExport.status) == "queued",
             (col(ModelExport.status) == "building") & (col(ModelExport.lease_expires_at) < at),
         )
+        query = select(ModelExport).where(claimable).order_by(col(ModelExport.pk)).limit(5)
+        if export_id is not None:
+            query = query.where(col(ModelExport.id) == export_id)
         async with self.database.session() as session:
-            candidates = (
-                await session.exec(
-                    select(ModelExport).where(claimable).order_by(col(ModelExport.pk)).limit(5)
-                )
-            ).all()
+            candidates = (await session.exec(query)).all()
             for row in candidates:
                 claimed = await session.exec(
                     update(ModelExport)

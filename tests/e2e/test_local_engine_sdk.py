@@ -3,14 +3,18 @@ real, and the fine-tuned model answers the openai SDK, with and without streamin
 
 from __future__ import annotations
 
+import io
 import secrets
+import tarfile
 import time
 from pathlib import Path
 
+import gguf
+import httpx
 from openai import OpenAI
 
 from tests.factories import chat_file, job_method
-from tests.processes import serve, service_env
+from tests.processes import run_cli, serve, service_env
 
 
 def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, tiny_model_dir):
@@ -64,3 +68,29 @@ def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, 
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert text == completion.choices[0].message.content
         assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+        # The model can leave: GGUF over HTTP (built by the server in the background, 202
+        # until then), the adapter with the command line, against the same database.
+        export_url = f"{server.api_url}/models/{job.fine_tuned_model}/export"
+        headers = {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 120
+        while (
+            got := httpx.get(export_url, params={"format": "gguf"}, headers=headers)
+        ).status_code == 202:
+            assert time.monotonic() < deadline, got.text
+            time.sleep(float(got.headers["retry-after"]) / 4)
+        assert got.status_code == 200, got.text
+        with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
+            tar.extractall(tmp_path / "gguf", filter="data")
+        [folder] = (tmp_path / "gguf").iterdir()
+        reader = gguf.GGUFReader(folder / "model.gguf")
+        assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "llama"
+        assert (folder / "Modelfile").read_text().startswith("FROM ./model.gguf")
+
+        archive = tmp_path / "adapter.tar"
+        cli = run_cli(
+            "export", job.fine_tuned_model, "--format", "adapter", "--output", str(archive), env=env
+        )
+        assert cli.returncode == 0, cli.stderr
+        with tarfile.open(archive) as tar:
+            assert any(n.endswith("/adapter_config.json") for n in tar.getnames())

@@ -126,11 +126,11 @@ def test_the_gguf_holds_the_merged_weights_within_quantisation_tolerance(
             continue  # tied to the token embeddings, as llama.cpp reads it
         data = tensor.numpy()
         if hf_name.endswith("q_proj.weight"):
-            data = export._llama_permute(
+            data = export.llama_permute(
                 data, config.num_attention_heads, config.num_attention_heads
             )
         if hf_name.endswith("k_proj.weight"):
-            data = export._llama_permute(
+            data = export.llama_permute(
                 data, config.num_attention_heads, config.num_key_value_heads
             )
         expected[names.get_name(hf_name, try_suffixes=(".weight", ".bias"))] = data

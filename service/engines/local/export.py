@@ -111,9 +111,9 @@ def export_gguf(
         # llama.cpp's rotary embedding pairs dimensions as Meta's checkpoints did; Hugging Face
         # reordered q and k for its own, so they are put back (as llama.cpp's converter does).
         if hf_name.endswith("self_attn.q_proj.weight"):
-            data = _llama_permute(data, heads, heads)
+            data = llama_permute(data, heads, heads)
         elif hf_name.endswith("self_attn.k_proj.weight"):
-            data = _llama_permute(data, heads, kv_heads)
+            data = llama_permute(data, heads, kv_heads)
         gguf_name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ExportError(f"No GGUF name for the tensor '{hf_name}'.")
@@ -204,7 +204,7 @@ def _pre_tokenizer(pre: Any) -> str:
     return "gpt2"
 
 
-def _llama_permute(weights: Any, heads: int, kv_heads: int) -> Any:
+def llama_permute(weights: Any, heads: int, kv_heads: int) -> Any:
     """Reorder q or k rows from Hugging Face's rotary layout to llama.cpp's (Meta's)."""
     if heads != kv_heads:
         heads = kv_heads

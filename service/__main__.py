@@ -40,6 +40,7 @@ async def _work(settings: Settings) -> None:
     import anyio
 
     from service.engines import build_engines
+    from service.exports.builder import ExportBuilder
     from service.studio.learning import Watcher
     from service.studio.service import LazyRedactor
 
@@ -64,6 +65,10 @@ async def _work(settings: Settings) -> None:
                     functools.partial(engine.run, database=database, stopping=stopping)
                 )
             workers.start_soon(watcher.run)
+            # Model exports too: built where the workers (and the models' weights) are.
+            workers.start_soon(
+                ExportBuilder(database=database, engines=engines, settings=settings).run
+            )
     finally:
         await engines.aclose()
         await database.dispose()

@@ -268,6 +268,10 @@ class ReinforcementHyperparametersObject(SupervisedHyperparametersObject):
     compute_multiplier: Auto | float = "auto"
     eval_interval: Auto | int = "auto"
     eval_samples: Auto | int = "auto"
+    num_generations: int | None = omitted(
+        description="Extension: answers compared per prompt (GRPO's group), once the local "
+        "engine has resolved it from `compute_multiplier`."
+    )
 
 
 class SupervisedMethodObject(WireModel):

@@ -66,6 +66,7 @@ bench: install
 	$(BIN)/python bench/studio_redaction.py
 	$(BIN)/python bench/studio_dataset_build.py
 	$(BIN)/python bench/studio_heldout_loss.py
+	$(BIN)/python bench/model_export.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CLIENTS)/node_modules

@@ -9,7 +9,7 @@ Checks: the merged model and base + adapter give the same greedy answer; the GGU
 match the merged weights within Q8_0's step; transformers' own GGUF loader gives logits close
 to the merged model's.
 
-    .venv/bin/python bench/model_export.py
+    .venv/bin/python bench/model_export.py [--quick] [--steps 10]
 """
 
 from __future__ import annotations
@@ -156,10 +156,11 @@ def checks(base: Path, adapter: Path, merged: Path, gguf_dir: Path) -> dict[str,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10, help="LoRA training steps")
-    parser.add_argument(
-        "--output", type=Path, default=default_result_path("model_export", quick=False)
-    )
+    parser.add_argument("--quick", action="store_true", help="2 training steps, a .quick file")
+    parser.add_argument("--out", type=Path, help="result file (default bench/results/...)")
     args = parser.parse_args()
+    steps = 2 if args.quick else args.steps
+    out = args.out or default_result_path("model_export", quick=args.quick)
 
     from service.engines.local.packaged import PACKAGED_MODELS, ensure_packaged_models
 
@@ -171,7 +172,7 @@ def main() -> None:
         base = models / smollm2.name
         adapter = work / "trained-adapter"
         started = time.perf_counter()
-        train_adapter(base, adapter, args.steps)
+        train_adapter(base, adapter, steps)
         train_seconds = time.perf_counter() - started
         results = {}
         for fmt in FORMATS:
@@ -188,14 +189,14 @@ def main() -> None:
         verdict = checks(base, adapter, work / "out-merged", work / "out-gguf")
         print(verdict)
     write_result(
-        args.output,
+        out,
         {
             "benchmark": "model_export",
             "machine": machine_facts(),
             "parameters": {
                 "base": smollm2.name,
                 "lora": {"r": 16, "alpha": 32, "target_modules": "all-linear"},
-                "training_steps": args.steps,
+                "training_steps": steps,
                 "gguf_quantization": "q8_0",
             },
             "adapter_training_seconds": round(train_seconds, 1),

@@ -33,7 +33,9 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 60.0  # renewed at every progress report; a dead builder's export waits this long
+# A building export's lease, renewed every third of it while the build runs: an export whose
+# builder died (a crash, a restart) is taken over this long after its last renewal.
+LEASE_SECONDS = 15.0
 
 
 class ExportBuilder:
@@ -132,6 +134,7 @@ class ExportBuilder:
                     await self._event(session, row.id, message, fraction)
                 await session.commit()
 
+        heartbeat = asyncio.create_task(self._heartbeat(row))
         try:
             async with self.database.session() as session:
                 derived = await find_derived(session, row.model)
@@ -154,7 +157,22 @@ class ExportBuilder:
             log.exception("export %s failed", row.id)
             await self._finish(row, status="failed", error="The export failed; see the server log.")
         finally:
+            heartbeat.cancel()
             shutil.rmtree(work, ignore_errors=True)
+
+    async def _heartbeat(self, row: ModelExport) -> None:
+        """Renew the lease while the build runs, whether or not it reports progress."""
+        while True:
+            await asyncio.sleep(LEASE_SECONDS / 3)
+            async with self.database.session() as session:
+                await session.exec(
+                    update(ModelExport)
+                    .where(
+                        col(ModelExport.id) == row.id, col(ModelExport.lease_owner) == self.owner
+                    )
+                    .values(lease_expires_at=time.time() + LEASE_SECONDS)
+                )
+                await session.commit()
 
     async def _renew(self, session: AsyncSession, row: ModelExport, fraction: float) -> None:
         await session.exec(

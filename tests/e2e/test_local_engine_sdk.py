@@ -3,6 +3,7 @@ real, and the fine-tuned model answers the openai SDK, with and without streamin
 
 from __future__ import annotations
 
+import hashlib
 import io
 import secrets
 import tarfile
@@ -12,9 +13,10 @@ from pathlib import Path
 import gguf
 import httpx
 from openai import OpenAI
+from transformers import AutoModelForCausalLM
 
 from tests.factories import chat_file, job_method
-from tests.processes import run_cli, serve, service_env
+from tests.processes import run_cli, serve, service_env, start_server
 
 
 def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, tiny_model_dir):
@@ -94,3 +96,33 @@ def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, 
         assert cli.returncode == 0, cli.stderr
         with tarfile.open(archive) as tar:
             assert any(n.endswith("/adapter_config.json") for n in tar.getnames())
+
+    # An export cut short by kill -9 is built again after the restart, never served half.
+    crashed = start_server(tmp_path / "crashed", env)
+    try:
+        started = httpx.get(export_url, params={"format": "merged"}, headers=headers)
+        assert started.status_code == 202, started.text
+        time.sleep(1.0)  # the build is under way in its child process
+    finally:
+        crashed.process.kill()
+        crashed.process.wait()
+    with serve(tmp_path / "restarted", env) as server:
+        deadline = time.monotonic() + 120
+        while (
+            got := httpx.get(export_url, params={"format": "merged"}, headers=headers)
+        ).status_code == 202:
+            assert time.monotonic() < deadline, got.text
+            time.sleep(0.5)
+        assert got.status_code == 200, got.text
+        assert got.headers["etag"] == f'"{hashlib.sha256(got.content).hexdigest()}"'
+        with tarfile.open(fileobj=io.BytesIO(got.content)) as tar:
+            tar.extractall(tmp_path / "merged", filter="data")
+        [folder] = (tmp_path / "merged").iterdir()
+        merged = AutoModelForCausalLM.from_pretrained(folder)  # whole, and loads without PEFT
+        assert merged.config.architectures == ["LlamaForCausalLM"]
+        log = httpx.get(
+            f"{server.api_url}/models/{job.fine_tuned_model}/exports/merged/events",
+            params={"limit": 100},
+            headers=headers,
+        ).json()["data"]
+        assert any("restarted" in e["message"] for e in log)

@@ -100,6 +100,7 @@ def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, 
     # An export cut short by kill -9 is built again after the restart, never served half.
     crashed = start_server(tmp_path / "crashed", env)
     try:
+        export_url = f"{crashed.api_url}/models/{job.fine_tuned_model}/export"
         started = httpx.get(export_url, params={"format": "merged"}, headers=headers)
         assert started.status_code == 202, started.text
         time.sleep(1.0)  # the build is under way in its child process
@@ -107,6 +108,7 @@ def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, 
         crashed.process.kill()
         crashed.process.wait()
     with serve(tmp_path / "restarted", env) as server:
+        export_url = f"{server.api_url}/models/{job.fine_tuned_model}/export"
         deadline = time.monotonic() + 120
         while (
             got := httpx.get(export_url, params={"format": "merged"}, headers=headers)

@@ -40,8 +40,10 @@ RETRY_AFTER_SECONDS = 2
 
 _ARCHIVE: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "The archive (tar), once built; `Range` requests resume a download.",
-        "content": {"application/x-tar": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The archive (a tar file, named in Content-Disposition), once built; "
+        "`Range` requests resume a download.",
+        # octet-stream rather than application/x-tar: generated clients type it as bytes.
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     },
     202: {
         "description": "Being built: the export object, with `Retry-After`.",
@@ -80,7 +82,7 @@ async def export_model(
     if row.status == "ready":
         return FileResponse(
             service.archive_path(settings.files_dir, row),
-            media_type="application/x-tar",
+            media_type="application/octet-stream",
             filename=row.filename,
             headers={"ETag": f'"{row.sha256}"'},
         )

@@ -77,7 +77,8 @@ async def test_an_export_builds_then_downloads_whole_or_in_ranges(app, client, t
 
     done = await client.get(url(model, "adapter"), headers=tenant.headers)
     assert done.status_code == 200, done.text
-    assert done.headers["content-type"] == "application/x-tar"
+    assert done.headers["content-type"] == "application/octet-stream"
+    assert done.headers["content-disposition"].endswith('-adapter.tar"')
     archive = done.content
     digest = hashlib.sha256(archive).hexdigest()
     assert done.headers["etag"] == f'"{digest}"'

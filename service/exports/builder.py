@@ -165,20 +165,20 @@ class ExportBuilder:
         while True:
             await asyncio.sleep(LEASE_SECONDS / 3)
             async with self.database.session() as session:
-                await session.exec(
-                    update(ModelExport)
-                    .where(
-                        col(ModelExport.id) == row.id, col(ModelExport.lease_owner) == self.owner
-                    )
-                    .values(lease_expires_at=time.time() + LEASE_SECONDS)
-                )
+                await self._renew(session, row)
                 await session.commit()
 
-    async def _renew(self, session: AsyncSession, row: ModelExport, fraction: float) -> None:
+    async def _renew(
+        self, session: AsyncSession, row: ModelExport, fraction: float | None = None
+    ) -> None:
+        """Extend this builder's lease (and record progress, when given)."""
+        values: dict[str, float] = {"lease_expires_at": time.time() + LEASE_SECONDS}
+        if fraction is not None:
+            values["progress"] = fraction
         await session.exec(
             update(ModelExport)
             .where(col(ModelExport.id) == row.id, col(ModelExport.lease_owner) == self.owner)
-            .values(progress=fraction, lease_expires_at=time.time() + LEASE_SECONDS)
+            .values(**values)
         )
 
     async def _finish(self, row: ModelExport, *, status: str, **values: object) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 
 from service.deps import CallerDep, EnginesDep, SessionDep, SettingsDep
@@ -61,7 +61,6 @@ _ARCHIVE: dict[int | str, dict[str, Any]] = {
     responses=_ARCHIVE,
 )
 async def export_model(
-    request: Request,
     model: ModelName,
     format: FormatQuery,
     caller: CallerDep,
@@ -86,9 +85,7 @@ async def export_model(
             filename=row.filename,
             headers={"ETag": f'"{row.sha256}"'},
         )
-    builder = getattr(request.app.state, "exports", None)
-    if builder is not None:
-        builder.wake()
+    # A new or requeued export woke the builder when it was committed (EXPORTS_TOPIC).
     return JSONResponse(
         ExportObject.from_row(row).model_dump(mode="json"),
         status_code=202,

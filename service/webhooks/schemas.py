@@ -3,7 +3,7 @@ as the `openai` SDK's `client.webhooks` sends and parses them; deliveries are ou
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
@@ -16,7 +16,7 @@ from service.wire import RequestModel, WireModel
 EventType = Literal[
     "fine_tuning.job.succeeded", "fine_tuning.job.failed", "fine_tuning.job.cancelled"
 ]
-EVENT_TYPES: tuple[str, ...] = EventType.__args__  # type: ignore[attr-defined]
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 
 URL_DESCRIPTION = "The HTTPS URL that receives deliveries; it must resolve to public addresses."
 URL_EXAMPLE = "https://mail.example.com/hooks/openai"

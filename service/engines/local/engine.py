@@ -95,35 +95,40 @@ class LocalEngine(Engine):
         }
         spec_path = out_dir.with_name(out_dir.name + ".spec.json")
         spec_path.write_text(json.dumps(spec))
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service.engines.local.export",
-            str(spec_path),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        # stderr (library warnings, progress bars) goes to a file: a pipe nobody reads while
+        # stdout is relayed would fill and stall the child.
+        log_path = out_dir.with_name(out_dir.name + ".log")
         error = None
-        try:
-            assert process.stdout is not None
-            async for line in process.stdout:
-                try:
-                    report = json.loads(line)
-                except ValueError:
-                    continue  # a library printing to stdout
-                if "error" in report:
-                    error = str(report["error"])
-                elif "progress" in report:
-                    await progress(float(report["progress"]), str(report.get("message", "")))
-            _, stderr = await process.communicate()
-        finally:
-            if process.returncode is None:  # cancelled: the child goes too
-                process.kill()
+        with log_path.open("wb") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "service.engines.local.export",
+                str(spec_path),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log_file,
+            )
+            try:
+                assert process.stdout is not None
+                async for line in process.stdout:
+                    try:
+                        report = json.loads(line)
+                    except ValueError:
+                        continue  # a library printing to stdout
+                    if "error" in report:
+                        error = str(report["error"])
+                    elif "progress" in report:
+                        await progress(float(report["progress"]), str(report.get("message", "")))
                 await process.wait()
-            spec_path.unlink(missing_ok=True)
+            finally:
+                if process.returncode is None:  # cancelled: the child goes too
+                    process.kill()
+                    await process.wait()
+                spec_path.unlink(missing_ok=True)
         if process.returncode != 0:
             if error is None:
-                log.error("export of %s failed:\n%s", target.name, stderr.decode(errors="replace"))
+                tail = log_path.read_bytes()[-4000:].decode(errors="replace")
+                log.error("export of %s failed:\n%s", target.name, tail)
             raise ExportFailed(error or "The export process failed; see the server log.")
 
     def worker(self, database: Database) -> LocalWorker:

@@ -1,7 +1,7 @@
-"""Training throughput of a job run by the service, against a bare TRL script on the same inputs.
+"""Training speed: a job run by the service, the same trainer in a bare script, and TRL defaults.
 
-Usage: .venv/bin/python bench/train_throughput.py [--quick] [--examples N] [--repeats R]
-           [--model auto|smollm2|random|tiny] [--models-dir DIR] [--emails FILE]
+Usage: .venv/bin/python bench/train_throughput.py [--quick] [--examples N] [--heldout H]
+           [--repeats R] [--model auto|smollm2|random|tiny] [--models-dir DIR] [--emails FILE]
            [--quiet-wait S] [--out PATH]
 
 Model: `auto` uses SmolLM2-135M-Instruct, from data/models/smollm2-135m-instruct when that folder
@@ -12,20 +12,23 @@ reuse a conversion); without either it falls back to `random`, a random Llama (h
 (--quick) is the 2-layer hidden-64 model of the tests.
 Data: the first N emails rated 4 or 5 in ../shared/data/emails/history.jsonl (N = 40; --quick
 12) as chat examples: system = the department's prompt, user = `context`, assistant = subject +
-body. One file on disk, read by both sides.
-Service side (a fresh process per run): create_app on SQLite in a temporary folder, lifespan
-running, embedded_worker False; upload the file and create a supervised job through HTTP
-(httpx.ASGITransport), then time LocalWorker.poll_once(). The trainer process it spawns runs the
-service's own trainer.main, wrapped only to timestamp its phases: Trainer.train is timed and its
-`train_runtime` kept, model loading is timed, and each outbox message is timestamped; the worker's
-relaying of each message to the database (_handle) is timed in the service process.
-Bare side (a fresh process per run): service.engines.local.data.supervised_rows, then the
-trainer's SFTConfig and LoraConfig values copied, SFTTrainer(...).train(), save_model.
-Both train the same hyperparameters (n_epochs 1, batch_size 4, lr multiplier 1, seed 42).
-Runs alternate service, bare, service, bare, ...
-Headline: tokens/s = trained tokens (TRL's num_tokens; the job's trained_tokens) / train_runtime,
-medians, and the ratio service/bare (goal >= 0.95). Also: end to end (poll_once wall against the
-bare process wall) and where the time outside train() goes.
+body; the next H (20; --quick 4) are the held-out set. One file on disk, read by every side.
+Three sides, each run in a fresh process, in rounds (service, bare, defaults) x R (3):
+- service: create_app on SQLite in a temporary folder, lifespan running, embedded_worker False;
+  upload the file and create a supervised job through HTTP (httpx.ASGITransport), then time
+  LocalWorker.poll_once(). The trainer process it spawns runs the service's own trainer.main,
+  wrapped only to timestamp its phases. The device plan the trainer logs is kept.
+- bare: a plain script that builds the trainer with the service's own function
+  (trainer._make_trainer, same device plan) and calls train(): the service's overhead is
+  service / bare (goal >= 0.98).
+- defaults: a plain TRL script with the job's hyperparameters and LoRA, TRL's defaults
+  otherwise: the speed-up is service / defaults (goal >= 1.3).
+All train n_epochs 1, batch_size 4, lr multiplier 1, seed 42. After each run, a separate
+process measures the adapter's loss on the training and held-out sets with one evaluator
+(the service's trainer with optimisations off): the losses must agree within 2 %.
+Headline: tokens of real text per second = trained tokens (TRL's num_tokens, padding excluded;
+the job's trained_tokens) / train_runtime, medians over rounds. A run that other processes
+slowed (their load > 10 % of the CPUs) is run again within --budget-s.
 Writes bench/results/train_throughput.json (--quick: train_throughput.quick.json).
 """
 
@@ -95,12 +98,13 @@ SYSTEM_PROMPTS = {
 # --- data ----------------------------------------------------------------------------------------
 
 
-def write_training_file(source: Path, dest: Path, n: int) -> dict[str, Any]:
-    """Write the first n emails rated >= 4 as chat examples; return what went in."""
+def write_training_file(source: Path, dest: Path, n: int, skip: int = 0) -> dict[str, Any]:
+    """Write n emails rated >= 4 (after the first `skip`) as chat examples; return what went in."""
     records = [json.loads(line) for line in source.open(encoding="utf-8") if line.strip()]
-    good = [r for r in records if int(r.get("rating", 0)) >= 4][:n]
+    good = [r for r in records if int(r.get("rating", 0)) >= 4][skip:skip + n]
     if len(good) < n:
-        raise SystemExit(f"{source} has only {len(good)} emails rated >= 4; {n} wanted")
+        raise SystemExit(f"{source} has only {len(good) + skip} emails rated >= 4; "
+                         f"{n + skip} wanted")
     lines = []
     for r in good:
         label = "Subject" if r.get("language") == "en" else "Objet"
@@ -112,7 +116,7 @@ def write_training_file(source: Path, dest: Path, n: int) -> dict[str, Any]:
     dest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return {
         "source": str(source),
-        "selection": f"first {n} emails with rating >= 4, in file order",
+        "selection": f"emails {skip + 1}-{skip + n} with rating >= 4, in file order",
         "n_examples": n,
         "ids": [good[0]["id"], good[-1]["id"]],
         "languages": dict(Counter(r["language"] for r in good)),
@@ -227,66 +231,79 @@ def prepare_model(kind: str, tmp: Path, models_dir: Path | None, emails: Path) -
             "prepare_s": round(time.perf_counter() - started, 1), **out}
 
 
-# --- bare side: a plain TRL script ---------------------------------------------------------------
+# --- bare sides: plain scripts, no service around them ------------------------------------------
 
 
 def _child_bare(config: dict[str, Any]) -> dict[str, Any]:
-    """Train with TRL directly, the values of service/engines/local/trainer.py copied."""
+    """Train in a plain script: the service's trainer setup ("same") or TRL's defaults."""
     entered = time.time()
     for key, value in TRAINER_ENV.items():
         os.environ.setdefault(key, value)
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    import transformers
+    from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback
-    from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
 
     from service.engines.local.data import supervised_rows
 
     imported = time.time()
+    times: dict[str, float] = {}
+    original_load = transformers.AutoModelForCausalLM.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def from_pretrained(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        times["load_begin"] = time.time()
+        model = original_load(cls, *args, **kwargs)
+        times["load_end"] = time.time()
+        return model
+
+    transformers.AutoModelForCausalLM.from_pretrained = classmethod(from_pretrained)  # type: ignore[assignment]
     hyper = config["hyperparameters"]
     seed = config["seed"]
-    torch.manual_seed(seed)
     rows = supervised_rows(Path(config["training_file"]))
-    gpu = torch.cuda.is_available()
-    bf16 = gpu and torch.cuda.is_bf16_supported()
-    tokenizer = AutoTokenizer.from_pretrained(config["model_folder"])
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    load_begin = time.time()
-    model = AutoModelForCausalLM.from_pretrained(
-        config["model_folder"], dtype=torch.bfloat16 if bf16 else torch.float32
-    )
-    load_end = time.time()
-    peft_config = LoraConfig(
-        r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM"
-    )
-    args = SFTConfig(
-        output_dir=config["output_dir"],
-        num_train_epochs=hyper["n_epochs"],
-        per_device_train_batch_size=hyper["batch_size"],
-        per_device_eval_batch_size=hyper["batch_size"],
-        learning_rate=2e-4 * hyper["learning_rate_multiplier"],
-        lr_scheduler_type="linear",
-        logging_steps=1,
-        save_strategy="epoch",
-        save_total_limit=4,
-        eval_strategy="no",
-        report_to="none",
-        use_cpu=not gpu,
-        bf16=bf16,
-        gradient_checkpointing=False,
-        seed=seed,
-        data_seed=seed,
-        disable_tqdm=True,
-        max_length=1024,
-        dataloader_num_workers=0,
-    )
-    trainer = SFTTrainer(
-        model=model, args=args, processing_class=tokenizer, peft_config=peft_config,
-        train_dataset=Dataset.from_list(rows), eval_dataset=None,
-    )
+    torch.manual_seed(seed)
+    plan = None
+    if config["mode"] == "same":
+        # The very trainer the service builds (same function, same device plan), without the
+        # service: no worker, no queue, no callbacks, no database.
+        from service.engines.local import trainer as service_trainer
+        from service.engines.local.device import detect, plan_for
+
+        chosen = plan_for(detect(), "supervised")
+        plan = chosen.record()
+        spec = service_trainer.TrainSpec(
+            job_id="bench", method="supervised", base_path=config["model_folder"],
+            training_path=config["training_file"], validation_path=None,
+            output_dir=config["output_dir"], hyperparameters=hyper, seed=seed,
+        )
+        trainer = service_trainer._make_trainer(spec, hyper, rows, None, chosen)
+    else:
+        # What a TRL user writes: the job's hyperparameters and LoRA, TRL's defaults otherwise
+        # (bf16 autocast, gradient checkpointing, padded batches, sdpa).
+        from datasets import Dataset
+        from peft import LoraConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import SFTConfig, SFTTrainer  # type: ignore[attr-defined]
+
+        args = SFTConfig(
+            output_dir=config["output_dir"],
+            num_train_epochs=hyper["n_epochs"],
+            per_device_train_batch_size=hyper["batch_size"],
+            learning_rate=2e-4 * hyper["learning_rate_multiplier"],
+            lr_scheduler_type="linear",
+            logging_steps=1,
+            seed=seed,
+            report_to="none",
+            use_cpu=not torch.cuda.is_available(),
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(config["model_folder"]),
+            args=args,
+            processing_class=AutoTokenizer.from_pretrained(config["model_folder"]),
+            peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
+                                   target_modules="all-linear", task_type="CAUSAL_LM"),
+            train_dataset=Dataset.from_list(rows),
+        )
     trainer.remove_callback(PrinterCallback)  # keeps stdout for our JSON line, as the service
     logged: list[float] = []
 
@@ -310,15 +327,52 @@ def _child_bare(config: dict[str, Any]) -> dict[str, Any]:
         "train_runtime": output.metrics["train_runtime"],
         "steps": trainer.state.global_step,
         "losses": [h["loss"] for h in history if "loss" in h],
+        "adapter_dir": str(Path(config["output_dir"]) / "final"),
+        "plan": plan,
+        "settings": {
+            "bf16": trainer.args.bf16,
+            "gradient_checkpointing": trainer.args.gradient_checkpointing,
+            "padding_free": trainer.args.padding_free,
+            "attention": trainer.model.config._attn_implementation,
+            "weights_dtype": str(trainer.model.get_base_model().dtype).removeprefix("torch."),
+        },
         "times": {
             "module_imported": _MODULE_IMPORTED_AT, "entered": entered, "imported": imported,
-            "load_begin": load_begin, "load_end": load_end, "train_begin": train_begin,
-            "train_end": train_end, "saved": saved, "step_logged": logged,
+            "load_begin": times["load_begin"], "load_end": times["load_end"],
+            "train_begin": train_begin, "train_end": train_end, "saved": saved,
+            "step_logged": logged,
         },
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
         "torch_threads": torch.get_num_threads(),
         "peak_rss_mib": peak_rss_mib(),
     }
+
+
+def _child_losses(config: dict[str, Any]) -> dict[str, Any]:
+    """Loss of a trained adapter on the training and held-out sets, measured the same way for all.
+
+    The service's trainer with its optimisations off (float32, padded batches, TRL's loss) on
+    the base plus the adapter, evaluating only: every side's result is judged by one ruler.
+    """
+    for key, value in TRAINER_ENV.items():
+        os.environ.setdefault(key, value)
+    from service.engines.local import trainer as service_trainer
+    from service.engines.local.data import supervised_rows
+    from service.engines.local.device import detect, plan_for
+
+    plain = plan_for(detect(), "supervised", optimize=False)
+    losses = {}
+    for name, path in (("train", config["training_file"]), ("heldout", config["heldout_file"])):
+        rows = supervised_rows(Path(path))
+        spec = service_trainer.TrainSpec(
+            job_id="bench-eval", method="supervised", base_path=config["model_folder"],
+            training_path=path, validation_path=path, output_dir=config["output_dir"],
+            hyperparameters={}, seed=SEED, adapter_path=config["adapter_dir"],
+        )
+        hyper = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 1.0}
+        trainer = service_trainer._make_trainer(spec, hyper, rows, rows, plain)
+        losses[name] = round(float(trainer.evaluate()["eval_loss"]), 5)
+    return losses
 
 
 # --- service side --------------------------------------------------------------------------------
@@ -483,8 +537,11 @@ async def _service_run(config: dict[str, Any]) -> dict[str, Any]:
     assert job["status"] == "succeeded", job.get("error")
     trace = json.loads(trace_path(settings.jobs_dir / job_id).read_text())
     metrics_at = [e["created_at"] for e in events if e["type"] == "metrics"]
+    plan = next((e["data"] for e in events if e["message"].startswith("Training on")), None)
     return {
         "job_id": job_id,
+        "adapter_dir": str(settings.jobs_dir / job_id / "final"),
+        "plan": plan,
         "trained_tokens": job["trained_tokens"],
         "hyperparameters": job["hyperparameters"],
         "job_created_at": job["created_at"],
@@ -589,7 +646,8 @@ def _service_figures(r: dict[str, Any]) -> dict[str, Any]:
         "trainer_peak_rss_mib": tr["peak_rss_mib"],
         "torch_threads": tr["torch_threads"],
         "steps": tr.get("steps"),
-        "first_last_loss": [tr["losses"][0], tr["losses"][-1]] if tr.get("losses") else None,
+        **_loss_figures(tr.get("losses") or []),
+        "plan": r["plan"],
         "metrics_events": r["metrics_events"],
         "job_metrics_events_span_s": r["metrics_events_span_s"],
         "job_created_to_finished_s": (r["job_finished_at"] - r["job_created_at"])
@@ -625,10 +683,20 @@ def _bare_figures(r: dict[str, Any]) -> dict[str, Any]:
         "peak_rss_mib": r["peak_rss_mib"],
         "torch_threads": r["torch_threads"],
         "steps": r["steps"],
-        "first_last_loss": [r["losses"][0], r["losses"][-1]] if r["losses"] else None,
+        **_loss_figures(r["losses"]),
+        "plan": r["plan"],
+        "settings": r["settings"],
         "contention": p["contention"],
         "load_before": r["load_before"],
     }
+
+
+def _loss_figures(losses: list[float]) -> dict[str, Any]:
+    """The training losses the trainer logged: first, last and the mean over the run's steps."""
+    if not losses:
+        return {"first_last_loss": None, "mean_logged_loss": None}
+    return {"first_last_loss": [losses[0], losses[-1]],
+            "mean_logged_loss": round(statistics.mean(losses), 5)}
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -652,6 +720,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "fastest_steps_sum_s": round(sum(fastest), 3),
         "fastest_steps_tokens_per_s": round(tokens / sum(fastest), 2) if fastest else None,
         "trained_tokens": sorted({r["trained_tokens"] for r in runs}),
+        "mean_logged_loss": spread([r["mean_logged_loss"] for r in runs], 5),
+        "train_set_loss": spread([r["losses"]["train"] for r in runs], 5),
+        "heldout_loss": spread([r["losses"]["heldout"] for r in runs], 5),
     }
 
 
@@ -665,18 +736,32 @@ def _child(argv: list[str]) -> int:
         record = _child_build_model(argv[1], Path(argv[2]), Path(argv[3]))
     else:
         config = json.loads(Path(argv[1]).read_text())
-        record = _child_bare(config) if side == "bare" else _child_service(config)
+        if side == "losses":
+            record = _child_losses(config)
+        elif side == "service":
+            record = _child_service(config)
+        else:
+            record = _child_bare({**config, "mode": "same" if side == "bare" else "defaults"})
     print(json.dumps(record))
     return 0
+
+
+SIDES = ("service", "bare", "defaults")
+GOALS = {"overhead": 0.98, "speedup": 1.3, "loss_gap": 0.02}
+
+
+def _gap(a: float, b: float) -> float:
+    return round(abs(a - b) / b, 5)
 
 
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         return _child(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model, 12 examples, 1 pair")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 12 examples, 1 round")
     parser.add_argument("--examples", type=int, help="training examples (default 40; quick 12)")
-    parser.add_argument("--repeats", type=int, help="service/bare pairs (default 3; quick 1)")
+    parser.add_argument("--heldout", type=int, help="held-out examples (default 20; quick 4)")
+    parser.add_argument("--repeats", type=int, help="rounds of the 3 sides (default 3; quick 1)")
     parser.add_argument("--model", choices=("auto", "smollm2", "random", "tiny"),
                         help="default auto (SmolLM2 when available, else random); quick: tiny")
     parser.add_argument("--models-dir", type=Path, help="convert SmolLM2 here, or reuse it "
@@ -688,33 +773,36 @@ def main() -> int:
     parser.add_argument("--retries", type=int, help="run a contended run again up to this many "
                         f"times (others' load > {CONTENDED:.0%}; default 2, quick 0)")
     parser.add_argument("--budget-s", type=float, help="no rerun that would take the whole "
-                        "benchmark past this many seconds (default 900; quick 120)")
+                        "benchmark past this many seconds (default 1800; quick 180)")
     args = parser.parse_args()
     n = args.examples or (12 if args.quick else 40)
+    n_heldout = args.heldout or (4 if args.quick else 20)
     repeats = args.repeats or (1 if args.quick else 3)
     model_kind = args.model or ("tiny" if args.quick else "auto")
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 30.0)
     out = args.out or default_result_path("train_throughput", quick=args.quick)
     max_retries = args.retries if args.retries is not None else (0 if args.quick else 2)
-    budget_s = args.budget_s if args.budget_s is not None else (120.0 if args.quick else 900.0)
+    budget_s = args.budget_s if args.budget_s is not None else (180.0 if args.quick else 1800.0)
 
     started = time.perf_counter()
-    raw: dict[str, list[dict[str, Any]]] = {"service": [], "bare": []}
+    raw: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
     discarded: list[dict[str, Any]] = []
     run_s: list[float] = []
     with tempfile.TemporaryDirectory(prefix="ft-bench-train-") as tmp_name:
         tmp = Path(tmp_name)
         data = write_training_file(args.emails, tmp / "train.jsonl", n)
+        heldout = write_training_file(args.emails, tmp / "heldout.jsonl", n_heldout, skip=n)
         model = prepare_model(model_kind, tmp, args.models_dir, args.emails)
         print(f"model {model['name']} ({model['source']}; {model['prepare_s']} s), "
-              f"{n} examples", flush=True)
+              f"{n} examples, {n_heldout} held out", flush=True)
         for repeat in range(repeats):
-            for side in ("service", "bare"):
+            for side in SIDES:
                 for attempt in range(1 + max_retries):
                     run_dir = tmp / f"{side}-{repeat}-{attempt}"
                     run_dir.mkdir()
                     config = {
                         "training_file": str(tmp / "train.jsonl"),
+                        "heldout_file": str(tmp / "heldout.jsonl"),
                         "model_folder": model["folder"], "model_name": model["name"],
                         "hyperparameters": HYPERPARAMETERS, "seed": SEED,
                         "work_dir": str(run_dir), "output_dir": str(run_dir / "out"),
@@ -724,15 +812,22 @@ def main() -> int:
                     figures = (_service_figures(record) if side == "service"
                                else _bare_figures(record))
                     figures["attempt"] = attempt
-                    run_s.append(figures["end_to_end_s"] + 5)
-                    print(f"  run {repeat + 1}/{repeats} {side:7s} {figures['trained_tokens']} "
-                          f"tokens in {figures['train_runtime_s']:7.2f} s train_runtime = "
-                          f"{figures['tokens_per_s']:7.1f} tok/s; end to end "
-                          f"{figures['end_to_end_s']:6.1f} s; others' load "
-                          f"{_pct(figures['contention'])}", flush=True)
+                    # Outside the timed run: the adapter's losses, by one evaluator for all.
+                    (run_dir / "losses.json").write_text(json.dumps(
+                        {**config, "adapter_dir": record["adapter_dir"],
+                         "output_dir": str(run_dir / "eval")}))
+                    figures["losses"] = _run_json(
+                        [sys.executable, __file__, "--child", "losses",
+                         str(run_dir / "losses.json")], "losses")
+                    run_s.append(figures["end_to_end_s"] + 20)
+                    print(f"  round {repeat + 1}/{repeats} {side:8s} {figures['trained_tokens']} "
+                          f"tokens in {figures['train_runtime_s']:7.2f} s = "
+                          f"{figures['tokens_per_s']:7.1f} tok/s; losses train "
+                          f"{figures['losses']['train']} held-out {figures['losses']['heldout']}"
+                          f"; others' load {_pct(figures['contention'])}", flush=True)
                     # A run that other processes slowed down is run again while the time
                     # budget allows it (this one and every run still planned).
-                    left = 2 * repeats - sum(len(v) for v in raw.values()) - 1
+                    left = len(SIDES) * repeats - sum(len(v) for v in raw.values()) - 1
                     estimate = statistics.median(run_s) * (left + 1)
                     contended = (figures["contention"] or 0.0) > CONTENDED
                     if (contended and attempt < max_retries
@@ -743,95 +838,103 @@ def main() -> int:
                     raw[side].append(figures)
                     break
 
-    service, bare = _summary(raw["service"]), _summary(raw["bare"])
-    ratio = round(service["tokens_per_s"]["median"] / bare["tokens_per_s"]["median"], 3)
-    pair_ratios = [round(s["tokens_per_s"] / b["tokens_per_s"], 3)
-                   for s, b in zip(raw["service"], raw["bare"], strict=True)]
-    e2e_ratio = round(service["end_to_end_tokens_per_s"]["median"]
-                      / bare["end_to_end_tokens_per_s"]["median"], 3)
+    summary = {side: _summary(raw[side]) for side in SIDES}
+
+    def ratio(a: str, b: str) -> tuple[float, list[float]]:
+        pairs = [round(x["tokens_per_s"] / y["tokens_per_s"], 3)
+                 for x, y in zip(raw[a], raw[b], strict=True)]
+        return round(statistics.median(pairs), 3), pairs
+
+    overhead, overhead_pairs = ratio("service", "bare")
+    speedup, speedup_pairs = ratio("service", "defaults")
+    service, defaults = summary["service"], summary["defaults"]
+    loss_gaps = {
+        "train_set_loss": _gap(service["train_set_loss"]["median"],
+                               defaults["train_set_loss"]["median"]),
+        "heldout_loss": _gap(service["heldout_loss"]["median"],
+                             defaults["heldout_loss"]["median"]),
+        "mean_logged_loss": _gap(service["mean_logged_loss"]["median"],
+                                 defaults["mean_logged_loss"]["median"]),
+    }
     problems = []
-    tokens = set(service["trained_tokens"]) | set(bare["trained_tokens"])
+    tokens = {t for side in SIDES for t in summary[side]["trained_tokens"]}
     if len(tokens) != 1:
         problems.append(f"the sides trained different token counts: {sorted(tokens)}")
-    fastest_ratio = round(service["fastest_steps_tokens_per_s"]
-                          / bare["fastest_steps_tokens_per_s"], 3)
     contention = [r["contention"] for side in raw.values() for r in side
                   if r["contention"] is not None]
     if contention and max(contention) > CONTENDED:
         problems.append(f"the machine was shared: other processes used up to "
                         f"{_pct(max(contention))} of all CPUs during a run (runs[].contention)")
-    if ratio < 0.95:
-        problems.append(f"ratio {ratio} is below the goal 0.95")
+    if overhead < GOALS["overhead"]:
+        problems.append(f"overhead ratio {overhead} is below the goal {GOALS['overhead']}")
+    if speedup < GOALS["speedup"]:
+        problems.append(f"speed-up {speedup} over TRL defaults is below {GOALS['speedup']}")
+    for name, gap in loss_gaps.items():
+        if gap > GOALS["loss_gap"]:
+            problems.append(f"{name} differs by {gap:.2%} from TRL defaults' (goal <= 2 %)")
     report = {
         "benchmark": "train_throughput",
         "machine": machine_facts(PACKAGES),
         "parameters": {
-            "quick": args.quick, "repeats": repeats, "order": "service, bare, alternately",
-            "n_examples": n, "hyperparameters": HYPERPARAMETERS, "seed": SEED,
-            "method": "supervised (SFTTrainer, prompt/completion rows, LoRA r=16 alpha=32 "
-            "dropout 0 all-linear, fp32 on CPU, max_length 1024, logging_steps 1, "
-            "save_strategy epoch)",
+            "quick": args.quick, "repeats": repeats,
+            "order": "service, bare, defaults, in rounds",
+            "n_examples": n, "n_heldout": n_heldout, "hyperparameters": HYPERPARAMETERS,
+            "seed": SEED,
+            "sides": {
+                "service": "a supervised job through the service's API, trained by its local "
+                "worker (LoRA r=16 alpha=32 all-linear; the device plan it logs, see "
+                "runs.service[].plan)",
+                "bare": "a plain script calling the service's own trainer builder "
+                "(service.engines.local.trainer._make_trainer, the same device plan) and "
+                "train(): everything but the service around it",
+                "defaults": "a plain TRL script with the job's hyperparameters, the same LoRA "
+                "and linear schedule, and TRL's defaults otherwise (bf16 autocast on a float32 "
+                "model as the folder stores it, gradient checkpointing, padded batches, sdpa, "
+                "TRL's fused LM head), logging every step",
+            },
             "quiet_wait_s": quiet_wait,
             "retries": max_retries, "budget_s": budget_s, "contended_above": CONTENDED,
-            "bare_differences": [
-                "values written out rather than built from the job (same numbers: lr 2e-4 x "
-                "multiplier, eval off since there is no validation file)",
-                "a StepClock callback appends time.time() to a list at each log (per-step "
-                "figures); the service's Reporter callback does more per step",
-                "the bare script does not send messages nor check os.getppid()",
-            ],
             "service_instrumentation": "worker_module.main is replaced by a wrapper that calls "
             "the service's trainer.main unchanged, after wrapping Trainer.train and "
             "AutoModelForCausalLM.from_pretrained with timestamps and the outbox with a "
             "timestamping proxy; LocalWorker._handle and _heartbeat are wrapped with timers",
         },
         "timings_explained": {
-            "tokens_per_s": "trained tokens / train_runtime. Trained tokens: TRL's cumulative "
-            "num_tokens (non-padding tokens of prompt and completion) at the last step; on the "
-            "service side the job's trained_tokens, which the trainer reports from it. "
-            "train_runtime: what Trainer.train itself measures (its whole loop: steps, "
-            "logging callbacks, the epoch checkpoint save), returned in its metrics",
-            "train_call_s": "wall time of the Trainer.train call (train_runtime plus the "
-            "setup train() does before starting its clock)",
+            "tokens_per_s": "tokens of real text / train_runtime. Tokens: TRL's cumulative "
+            "num_tokens (prompt and completion tokens, padding excluded) at the last step; on "
+            "the service side the job's trained_tokens, which the trainer reports from it. "
+            "train_runtime: what Trainer.train itself measures (its whole loop: steps, logging "
+            "callbacks, the service's epoch checkpoint save), returned in its metrics",
+            "overhead_ratio": "service tokens_per_s / bare tokens_per_s, per round; the "
+            "headline is the median of the rounds",
+            "speedup_over_trl_defaults": "service tokens_per_s / defaults tokens_per_s, per "
+            "round; median",
+            "losses": "after each run, in a separate process, the trained adapter's mean "
+            "completion-token loss over the training set (train) and the held-out emails "
+            "(heldout), by the service's trainer with its optimisations off (float32, padded, "
+            "TRL's loss): one evaluator for every side. mean_logged_loss: the mean of the "
+            "per-step training losses the trainer logged during the run",
             "end_to_end_s": "service: LocalWorker.poll_once() wall time, from claiming the job "
-            "to the job stored as succeeded and the trainer process joined; bare: from "
-            "spawning the script to its exit. Both include a fresh interpreter, imports, model "
-            "load, trainer build, train() and saving the adapter",
-            "phases_s (service)": "claim_spec_and_spawn: poll_once start to the trainer process "
-            "running Python code of its own (claim, lease, spec, Process.start, interpreter "
-            "start); child_bootstrap: importing the spawning program's main module (here this "
-            "script; `python -m service` would import service.__main__) and unpickling the "
-            "spec; imports: torch, transformers, trl, peft, datasets, reading the rows, loading "
-            "the tokenizer; model_load: AutoModelForCausalLM.from_pretrained; trainer_build: "
-            "LoRA wrapping, dataset tokenisation, SFTTrainer init; train_call; save_adapter: "
-            "save_model of the final adapter and the CSV; relay_outcome_and_exit: the worker "
-            "receiving 'succeeded', writing the results file and the job row, joining the "
-            "trainer process",
-            "phases_s (bare)": "spawn, child_bootstrap (this script's module imports), "
-            "imports, model_load, trainer_build, train_call, save_adapter, exit",
-            "relay_during_training_s": "time the service process spent in LocalWorker._handle "
-            "writing started/metrics/checkpoint messages to the database while the trainer "
-            "ran (in another process: it costs the trainer only CPU it would compete for)",
+            "to the job stored as succeeded and the trainer process joined; bare sides: from "
+            "spawning the script to its exit",
             "step_s": "time between consecutive step logs (first: from the train() call)",
-            "fastest_steps_tokens_per_s": "trained tokens / the sum over steps of the fastest "
-            "time each step took across this side's runs (both sides train the same batches "
-            "in the same order): less sensitive to other processes than the medians, it "
-            "leaves out the epoch checkpoint save and the setup train() does",
             "contention": "other processes' CPU time during the run (ours and our children's "
             f"taken out) as a fraction of all CPUs; a run above {CONTENDED} is run again "
             "(--retries) while the budget allows, and the contended one is kept under "
             "runs_discarded_as_contended",
-            "job_metrics_events_span_s": "first to last metrics event created_at on the job, "
-            "whole seconds: too coarse to time training, shown for reference",
         },
         "model": model,
         "data": data,
-        "results": {"service": service, "bare": bare},
-        "ratio_service_over_bare": ratio,
-        "ratio_per_pair": pair_ratios,
-        "end_to_end_ratio_service_over_bare": e2e_ratio,
-        "fastest_steps_ratio_service_over_bare": fastest_ratio,
-        "goal": ">= 0.95 (tokens_per_s median, service / bare)",
+        "heldout": heldout,
+        "results": summary,
+        "overhead_ratio_service_over_bare": overhead,
+        "overhead_ratio_per_round": overhead_pairs,
+        "speedup_service_over_trl_defaults": speedup,
+        "speedup_per_round": speedup_pairs,
+        "loss_gap_service_vs_trl_defaults": loss_gaps,
+        "goals": {"overhead_ratio": f">= {GOALS['overhead']}",
+                  "speedup_over_trl_defaults": f">= {GOALS['speedup']}",
+                  "loss_gaps": f"<= {GOALS['loss_gap']:.0%}"},
         "runs": raw,
         "runs_discarded_as_contended": discarded,
         "problems": problems,
@@ -839,18 +942,17 @@ def main() -> int:
     }
     write_result(out, report)
 
-    print(f"\ntraining throughput, {model['name']}, {n} examples, median of {repeats} "
-          f"(min-max), {report['machine']['cpu_count']} CPUs:")
-    for side, s in (("service", service), ("bare", bare)):
-        tps, e2e = s["tokens_per_s"], s["end_to_end_tokens_per_s"]
-        print(f"  {side:7s} {tps['median']:8.1f} tok/s ({tps['min']}-{tps['max']}) over "
-              f"train_runtime; end to end {e2e['median']:7.1f} tok/s "
-              f"({s['end_to_end_s']['median']} s)")
-    print(f"  ratio service/bare {ratio} (per pair {pair_ratios}); end to end {e2e_ratio}; "
-          f"fastest steps {fastest_ratio}")
-    for side, s in (("service", service), ("bare", bare)):
-        print(f"  {side} phases (s): " + ", ".join(f"{k} {v}"
-                                                  for k, v in s["phases_s_median"].items()))
+    plan = raw["service"][0].get("plan") or {}
+    print(f"\ntraining throughput, {model['name']}, {n} examples, median of {repeats} rounds "
+          f"(min-max), {report['machine']['cpu_count']} CPUs")
+    print(f"  service plan: {plan.get('description')}")
+    for side in SIDES:
+        tps = summary[side]["tokens_per_s"]
+        print(f"  {side:8s} {tps['median']:8.1f} tok/s ({tps['min']}-{tps['max']}); losses: "
+              f"train {summary[side]['train_set_loss']['median']}, held-out "
+              f"{summary[side]['heldout_loss']['median']}")
+    print(f"  overhead service/bare {overhead} (rounds {overhead_pairs}); speed-up over TRL "
+          f"defaults {speedup} (rounds {speedup_pairs}); loss gaps {loss_gaps}")
     for problem in problems:
         print(f"  ! {problem}")
     print(f"wrote {out} ({report['total_bench_s']} s)")

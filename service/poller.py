@@ -1,4 +1,4 @@
-"""The background poller of `serve`: runs its steps when woken, or every interval.
+"""The background poller of `serve`: runs its steps when woken, or every interval (longer idle).
 
 Steps are objects with `async poll_once()`: today the event tail, which publishes new job
 events to the hub; remote-job sync joins the same loop. Wake-ups come from commits in this
@@ -19,6 +19,28 @@ log = logging.getLogger(__name__)
 # After a failed pass (the database is down, say), wait this long, doubling up to the cap.
 RETRY_SECONDS = 0.5
 RETRY_CAP_SECONDS = 10.0
+# Passes that find nothing stretch the wait up to this (or the interval, if longer).
+IDLE_CEILING_SECONDS = 1.0
+
+
+class IdleWait:
+    """How long a polling loop sleeps: its interval after a pass that found work, doubling up to
+    a ceiling while passes find none.
+
+    Every wake-up of an idle service takes a core from a local training job for a moment, and
+    torch's threads wait for each other at every operation: 20 empty passes a second cost a
+    2-core trainer 5 % of its speed. Wake-ups by commit still answer at once.
+    """
+
+    def __init__(self, interval: float, ceiling: float) -> None:
+        self.interval = interval
+        self.ceiling = max(ceiling, interval)
+        self._current = interval
+
+    def after(self, worked: bool) -> float:
+        """The wait after a pass that did (or did not) find work."""
+        self._current = self.interval if worked else min(self.ceiling, self._current * 2)
+        return self._current
 
 
 class PollStep(Protocol):
@@ -35,6 +57,7 @@ class Poller:
     def __init__(self, steps: Sequence[PollStep], *, interval: float) -> None:
         self.steps = list(steps)
         self.interval = interval
+        self._idle = IdleWait(interval, IDLE_CEILING_SECONDS)
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -67,12 +90,14 @@ class Poller:
         retry_at = [0.0] * len(self.steps)
         delays = [RETRY_SECONDS] * len(self.steps)
         while not self._stopping:
+            woken = self._wake.is_set()
             self._wake.clear()
+            handled = 0
             for i, step in enumerate(self.steps):
                 if retry_at[i] > loop.time():
                     continue
                 try:
-                    await step.poll_once()
+                    handled += await step.poll_once()
                     delays[i], retry_at[i] = RETRY_SECONDS, 0.0
                 except Exception:
                     log.exception(
@@ -83,7 +108,7 @@ class Poller:
             if self._stopping:
                 break
             pending = [t - loop.time() for t in retry_at if t > loop.time()]
-            wait = min([self.interval, *pending])
+            wait = min([self._idle.after(woken or handled > 0), *pending])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
 

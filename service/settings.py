@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     worker_lease_seconds: float = Field(default=60.0, gt=1)
     worker_poll_seconds: float = Field(default=2.0, gt=0)
     worker_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    training_optimizations: Literal["auto", "off"] = Field(
+        default="auto",
+        description="auto: bf16, padding-free batches and attention per device (engines/local/"
+        "device.py); off: plain TRL training in float32 with padded batches.",
+    )
     sql_echo: bool = False
     event_poll_seconds: float = Field(
         default=0.05,

@@ -139,8 +139,12 @@ async def start_job(
     worker_id: str,
     hyperparameters: Mapping[str, Any],
     estimated_finish: int | None = None,
+    setup: tuple[str, dict[str, Any]] | None = None,
 ) -> Job:
-    """Mark the held job running and write back its resolved hyperparameters."""
+    """Mark the held job running and write back its resolved hyperparameters.
+
+    `setup` is the engine's account of how it trains (text and data), logged after the start.
+    """
     job = await _held(session, job_id, worker_id)
     method = dict(job.method)
     kind = method["type"]
@@ -148,6 +152,8 @@ async def start_job(
     config["hyperparameters"] = {**config.get("hyperparameters", {}), **hyperparameters}
     method[kind] = config
     await transition(session, job, "running", method=method, estimated_finish=estimated_finish)
+    if setup is not None:
+        await append_event(session, job, setup[0], data=setup[1])
     await session.commit()
     return job
 

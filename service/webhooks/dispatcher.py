@@ -25,6 +25,7 @@ from sqlmodel import col, select
 
 from service.db import Database
 from service.ids import now
+from service.poller import IdleWait
 from service.settings import Settings
 from service.webhooks import targets
 from service.webhooks.models import WebhookEndpoint, WebhookMessage
@@ -95,16 +96,23 @@ class Dispatcher:
         loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
-        """Deliver whatever is due, whenever woken or every `webhook_poll_seconds`."""
+        """Deliver whatever is due, whenever woken or every `webhook_poll_seconds` (longer idle)."""
         self._loop = asyncio.get_running_loop()
+        # Idle passes stretch to 10 intervals: a retry falls due at most that late, and an
+        # idle service leaves the CPUs to training (see IdleWait).
+        interval = self.settings.webhook_poll_seconds
+        idle = IdleWait(interval, 10 * interval)
         while not self._stopping:
+            woken = self._wake.is_set()
             self._wake.clear()
+            started = 0
             try:
-                await self.deliver_due()
+                started = await self.deliver_due()
             except Exception:
                 log.exception("webhook delivery pass failed")
+            wait = idle.after(woken or started > 0 or bool(self._sending))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.settings.webhook_poll_seconds)
+                await asyncio.wait_for(self._wake.wait(), wait)
         # Attempts under way finish (each within the timeout) and are recorded.
         await asyncio.gather(*self._sending.values(), return_exceptions=True)
 

@@ -116,6 +116,12 @@ async def test_supervised_job_trains_checkpoints_and_succeeds(client, database, 
     messages = [e["message"] for e in events]
     assert "Fine-tuning job started" in messages
     assert messages[-1] == "The job has successfully completed"
+    # The trainer's per-device choices are on the record, right after the start.
+    setup = events[messages.index("Fine-tuning job started") + 1]
+    assert setup["message"].startswith("Training on cpu (")
+    assert setup["data"]["padding_free"] is True
+    assert setup["data"]["attention"] == "sdpa_segments"
+    assert setup["data"]["trained_token_head"] is True
 
     checkpoints = await _checkpoints(client, tenant, job["id"])
     assert [c["step_number"] for c in checkpoints] == [6, 3]

@@ -26,7 +26,7 @@ from service.events.listen import Listener
 from service.events.tail import EventTail
 from service.jobs.lifecycle import EVENTS_TOPIC, append_event
 from service.jobs.models import Job, JobEvent
-from service.poller import Poller
+from service.poller import IdleWait, Poller
 from service.settings import Settings
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.factories import make_job, make_tenant
@@ -583,3 +583,32 @@ async def test_a_pass_after_a_rolled_back_write_publishes_nothing(
             await session.rollback()
         assert await tail.poll_once() == 0
         assert await drain(subscription) == []
+
+
+def test_idle_passes_stretch_the_wait_and_work_resets_it():
+    wait = IdleWait(0.05, 1.0)
+    assert [wait.after(False) for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert wait.after(True) == 0.05
+    assert IdleWait(5.0, 1.0).after(False) == 5.0  # the interval is never shortened
+
+
+async def test_an_idle_poller_passes_rarely_but_a_wake_is_answered_at_once():
+    class Counter:
+        passes = 0
+
+        async def poll_once(self) -> int:
+            self.passes += 1
+            return 0
+
+    counter = Counter()
+    poller = Poller([counter], interval=0.01)
+    task = asyncio.create_task(poller.run())
+    await asyncio.sleep(0.7)
+    # 70 passes at the interval; idle, 0.02 + 0.04 + ... reaches 0.7 s after 6 passes.
+    assert counter.passes <= 7
+    before = counter.passes
+    poller.wake()
+    await asyncio.sleep(0.005)
+    assert counter.passes > before  # woken: a pass at once, then the short interval again
+    poller.stop()
+    await asyncio.wait_for(task, 2)

@@ -1,6 +1,6 @@
 """Messages from the trainer process to its worker: frozen dataclasses, matched by type.
 
-    Started       the hyperparameters resolved, the total number of steps
+    Started       the hyperparameters resolved, the total number of steps, the device plan
     StepLogged    one optimizer step's metrics
     CheckpointSaved   a checkpoint folder written at an epoch end
     Stopped       training stopped as asked (pause or cancel)
@@ -12,7 +12,7 @@ Every message is picklable: it crosses a multiprocessing queue.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 StopReason = Literal["pause", "cancel"]
@@ -20,10 +20,11 @@ StopReason = Literal["pause", "cancel"]
 
 @dataclass(frozen=True)
 class Started:
-    """Training began with these resolved hyperparameters."""
+    """Training began with these resolved hyperparameters and per-device choices."""
 
     hyperparameters: dict[str, Any]
     total_steps: int
+    plan: dict[str, Any] = field(default_factory=dict)  # device.Plan.record()
 
 
 @dataclass(frozen=True)

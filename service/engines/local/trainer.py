@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.engines.local import attention, loss_head
+from service.engines.local.device import Plan, detect, plan_for
 from service.engines.local.messages import (
     CheckpointSaved,
     Failed,
@@ -60,6 +62,8 @@ class TrainSpec:
     grader: dict[str, Any] | None = None
     grader_models: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     lora: dict[str, Any] = field(default_factory=dict)
+    # FT_TRAINING_OPTIMIZATIONS: per-device speed choices (device.plan_for), or plain TRL.
+    optimize: bool = True
 
 
 def resolve_hyperparameters(method: str, given: dict[str, Any], n_rows: int) -> dict[str, Any]:
@@ -154,6 +158,7 @@ def _make_trainer(
     hyper: dict[str, Any],
     rows: list[dict[str, Any]],
     eval_rows: list[dict[str, Any]] | None,
+    plan: Plan,
 ) -> Any:
     import torch
     from datasets import Dataset
@@ -168,13 +173,17 @@ def _make_trainer(
         SFTTrainer,
     )
 
-    gpu = torch.cuda.is_available()
-    bf16 = gpu and torch.cuda.is_bf16_supported()
+    gpu = plan.device.kind == "cuda"
     tokenizer = AutoTokenizer.from_pretrained(spec.base_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if plan.attention == attention.ATTENTION:
+        attention.register()
+    # The base is frozen: in bf16 it needs no float32 copy (the LoRA weights stay float32).
     model: Any = AutoModelForCausalLM.from_pretrained(
-        spec.base_path, dtype=torch.bfloat16 if bf16 else torch.float32
+        spec.base_path,
+        dtype=torch.bfloat16 if plan.bf16 else torch.float32,
+        attn_implementation=plan.attention,
     )
     peft_config = None
     if spec.adapter_path:
@@ -200,9 +209,9 @@ def _make_trainer(
         "eval_strategy": "epoch" if eval_rows else "no",
         "report_to": "none",
         "use_cpu": not gpu,
-        "bf16": bf16,
-        # TRL's defaults assume a GPU; on CPU these only slow training down.
-        "gradient_checkpointing": False,
+        "bf16": plan.bf16,
+        "activation_checkpointing": plan.gradient_checkpointing,
+        "use_liger_kernel": plan.liger,
         "seed": spec.seed,
         "data_seed": spec.seed,
         "disable_tqdm": True,
@@ -242,13 +251,36 @@ def _make_trainer(
             peft_config=peft_config,
             **datasets,
         )
-    return SFTTrainer(
+    if plan.padding_free:
+        # TRL enforces max_length on padded batches only: truncate the tokenized rows below.
+        common.update(padding_free=True, max_length=None)
+    trainer = SFTTrainer(
         model=model,
         args=SFTConfig(**common),
         processing_class=tokenizer,
         peft_config=peft_config,
         **datasets,
     )
+    if plan.trained_token_head and loss_head.supported(model):
+        peft_model: Any = trainer.model
+        loss_head.install(peft_model.get_base_model())
+    if plan.padding_free:
+        trainer.train_dataset = truncate_tokens(trainer.train_dataset, MAX_LENGTH)
+        if trainer.eval_dataset is not None:
+            trainer.eval_dataset = truncate_tokens(trainer.eval_dataset, MAX_LENGTH)
+    return trainer
+
+
+def truncate_tokens(dataset: Any, max_length: int) -> Any:
+    """Keep the first max_length tokens of each tokenized row, as TRL's keep_start does."""
+    columns = [
+        name
+        for name in ("input_ids", "completion_mask", "assistant_masks", "attention_mask")
+        if name in dataset.column_names
+    ]
+    if max(len(ids) for ids in dataset["input_ids"]) <= max_length:
+        return dataset
+    return dataset.map(lambda row: {name: row[name][:max_length] for name in columns})
 
 
 def _reward_function(spec: TrainSpec) -> Any:
@@ -312,9 +344,10 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
     hyper = resolve_hyperparameters(spec.method, spec.hyperparameters, len(rows))
     steps_per_epoch = -(-len(rows) // hyper["batch_size"])
     total_steps = steps_per_epoch * hyper["n_epochs"]
-    outbox.put(Started(hyperparameters=hyper, total_steps=total_steps))
+    plan = plan_for(detect(), spec.method, optimize=spec.optimize)
+    outbox.put(Started(hyperparameters=hyper, total_steps=total_steps, plan=plan.record()))
     output_dir = Path(spec.output_dir)
-    trainer = _make_trainer(spec, hyper, rows, eval_rows)
+    trainer = _make_trainer(spec, hyper, rows, eval_rows, plan)
     trainer.remove_callback(PrinterCallback)
     history: list[dict[str, Any]] = []
     progress = _Progress()

@@ -39,6 +39,10 @@ from service.jobs.models import Job
 from service.models.service import find_derived
 from service.settings import Settings
 
+# How long the worker waits for the trainer's next message before checking that it lives and
+# whether the service is stopping. Each check takes a core from the trainer for a moment.
+OUTBOX_WAIT_SECONDS = 2.0
+
 if TYPE_CHECKING:
     from service.engines.local.engine import LocalEngine
 
@@ -141,6 +145,7 @@ class LocalWorker:
             logged_step=logged_step,
             grader=grader,
             grader_models=grader_models,
+            optimize=self.settings.training_optimizations == "auto",
         )
 
     async def _grader_models(
@@ -201,7 +206,7 @@ class LocalWorker:
                 alive = process.is_alive()
                 # Read after the liveness check: a trainer that exited right after its last
                 # message has that message in the queue by now.
-                message = await anyio.to_thread.run_sync(_next, outbox, 0.5)
+                message = await anyio.to_thread.run_sync(_next, outbox, OUTBOX_WAIT_SECONDS)
                 if message is not None:
                     try:
                         await self._handle(run, message)
@@ -255,12 +260,13 @@ class LocalWorker:
         job_id, worker = run.job.id, self.worker_id
         async with self.database.session() as session:
             match message:
-                case Started(hyperparameters=hyperparameters):
+                case Started(hyperparameters=hyperparameters, plan=plan):
                     await engine_calls.start_job(
                         session=session,
                         job_id=job_id,
                         worker_id=worker,
                         hyperparameters=hyperparameters,
+                        setup=(plan["description"], plan) if plan else None,
                     )
                 case StepLogged(metrics=metrics) if message.step > run.logged_step:
                     run.logged_step = message.step

@@ -13,7 +13,7 @@ reuse a conversion); without either it falls back to `random`, a random Llama (h
 Data: the first N emails rated 4 or 5 in ../shared/data/emails/history.jsonl (N = 40; --quick
 12) as chat examples: system = the department's prompt, user = `context`, assistant = subject +
 body; the next H (20; --quick 4) are the held-out set. One file on disk, read by every side.
-Three sides, each run in a fresh process, in rounds (service, bare, defaults) x R (3):
+Three sides, each run in a fresh process, in R rounds (3), each starting one side later:
 - service: create_app on SQLite in a temporary folder, lifespan running, embedded_worker False;
   upload the file and create a supervised job through HTTP (httpx.ASGITransport), then time
   LocalWorker.poll_once(). The trainer process it spawns runs the service's own trainer.main,
@@ -796,7 +796,10 @@ def main() -> int:
         print(f"model {model['name']} ({model['source']}; {model['prepare_s']} s), "
               f"{n} examples, {n_heldout} held out", flush=True)
         for repeat in range(repeats):
-            for side in SIDES:
+            # Each round starts one side later (service, bare, defaults; bare, defaults,
+            # service; ...): no side always follows the same one (the machine's state after
+            # a long run, the order of warm caches, drift within a round cancel out).
+            for side in SIDES[repeat % 3:] + SIDES[:repeat % 3]:
                 for attempt in range(1 + max_retries):
                     run_dir = tmp / f"{side}-{repeat}-{attempt}"
                     run_dir.mkdir()
@@ -877,7 +880,7 @@ def main() -> int:
         "machine": machine_facts(PACKAGES),
         "parameters": {
             "quick": args.quick, "repeats": repeats,
-            "order": "service, bare, defaults, in rounds",
+            "order": "rounds of the 3 sides, each round starting one side later",
             "n_examples": n, "n_heldout": n_heldout, "hyperparameters": HYPERPARAMETERS,
             "seed": SEED,
             "sides": {

@@ -140,17 +140,29 @@ def detect(cpuinfo: Path = Path("/proc/cpuinfo")) -> Device:
     )
 
 
-def plan_for(device: Device, method: str, *, optimize: bool = True) -> Plan:
-    """Choose the trainer's settings for this device and method.
+def windowed_attention(config: Any) -> bool:
+    """Whether some layers of the model attend within a sliding window (Gemma 3, Mistral)."""
+    text = config.get_text_config()
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types:
+        return "sliding_attention" in layer_types
+    return getattr(text, "sliding_window", None) is not None and bool(
+        getattr(text, "use_sliding_window", True)
+    )
+
+
+def plan_for(device: Device, method: str, *, optimize: bool = True, windowed: bool = False) -> Plan:
+    """Choose the trainer's settings for this device, method and model.
 
     `optimize=False` (FT_TRAINING_OPTIMIZATIONS=off) keeps plain TRL training at full
-    precision: float32 weights, padded batches, sdpa attention.
+    precision: float32 weights, padded batches, sdpa attention. `windowed`: the model has
+    sliding-window layers, which only flash attention's kernel applies within packed rows.
     """
     if not optimize:
         return Plan(device, False, False, "sdpa", False, False, False)
     # Padding-free rows need a trainer that flattens its batches: TRL's SFT collator does;
     # DPO pairs and GRPO generations keep their padded batches.
-    padding_free = method == "supervised"
+    padding_free = method == "supervised" and (device.flash_attention or not windowed)
     if padding_free and device.flash_attention:
         attention = "flash_attention_2"
     elif padding_free:

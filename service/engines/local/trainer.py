@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from service.engines.local import attention, loss_head
-from service.engines.local.device import Plan, detect, plan_for
+from service.engines.local.device import Plan, detect, plan_for, windowed_attention
 from service.engines.local.messages import (
     CheckpointSaved,
     Failed,
@@ -278,7 +278,7 @@ def truncate_tokens(dataset: Any, max_length: int) -> Any:
         for name in ("input_ids", "completion_mask", "assistant_masks", "attention_mask")
         if name in dataset.column_names
     ]
-    if max(len(ids) for ids in dataset["input_ids"]) <= max_length:
+    if max((len(ids) for ids in dataset["input_ids"]), default=0) <= max_length:
         return dataset
     return dataset.map(lambda row: {name: row[name][:max_length] for name in columns})
 
@@ -344,7 +344,10 @@ def _train(spec: TrainSpec, outbox: Any, stop: Any, reason: Any, parent_pid: int
     hyper = resolve_hyperparameters(spec.method, spec.hyperparameters, len(rows))
     steps_per_epoch = -(-len(rows) // hyper["batch_size"])
     total_steps = steps_per_epoch * hyper["n_epochs"]
-    plan = plan_for(detect(), spec.method, optimize=spec.optimize)
+    from transformers import AutoConfig
+
+    windowed = windowed_attention(AutoConfig.from_pretrained(spec.base_path))
+    plan = plan_for(detect(), spec.method, optimize=spec.optimize, windowed=windowed)
     outbox.put(Started(hyperparameters=hyper, total_steps=total_steps, plan=plan.record()))
     output_dir = Path(spec.output_dir)
     trainer = _make_trainer(spec, hyper, rows, eval_rows, plan)

@@ -111,6 +111,18 @@ def test_plan_uses_what_the_device_offers():
         False,
     )
     assert json.loads(json.dumps(cpu.record()))["description"] == cpu.describe()
+    # Sliding-window layers keep padded batches unless flash attention applies the window.
+    windowed = device.plan_for(CPU_AMX, "supervised", windowed=True)
+    assert (windowed.padding_free, windowed.attention, windowed.bf16) == (False, "sdpa", True)
+    assert device.plan_for(GPU, "supervised", windowed=True).padding_free
+
+
+def test_sliding_window_models_are_recognised():
+    from transformers import Gemma3TextConfig, LlamaConfig, Qwen2Config
+
+    assert device.windowed_attention(Gemma3TextConfig())
+    assert not device.windowed_attention(LlamaConfig())
+    assert not device.windowed_attention(Qwen2Config(use_sliding_window=False))
 
 
 def test_cpu_bf16_is_read_from_the_cpu_flags(tmp_path):

@@ -9,6 +9,7 @@ import io
 import httpx
 import pytest
 
+from service.engines.local import memory
 from service.engines.local.models import discover
 from service.engines.local.worker import LocalWorker
 from tests.engines.local_jobs import local_engine, train_job
@@ -122,6 +123,7 @@ async def test_supervised_job_trains_checkpoints_and_succeeds(client, database, 
     assert setup["data"]["padding_free"] is True
     assert setup["data"]["attention"] == "sdpa_segments"
     assert setup["data"]["trained_token_head"] is True
+    assert setup["data"]["retain_freed_memory"] is memory.available()
 
     checkpoints = await _checkpoints(client, tenant, job["id"])
     assert [c["step_number"] for c in checkpoints] == [6, 3]

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from service.engines.local import attention, device, trainer
+from service.engines.local import attention, device, memory, trainer
 from service.engines.local.data import supervised_rows
+from tests.processes import REPO_ROOT
 
 torch = pytest.importorskip("torch")
 
@@ -115,6 +119,47 @@ def test_plan_uses_what_the_device_offers():
     windowed = device.plan_for(CPU_AMX, "supervised", windowed=True)
     assert (windowed.padding_free, windowed.attention, windowed.bf16) == (False, "sdpa", True)
     assert device.plan_for(GPU, "supervised", windowed=True).padding_free
+    # Where the process allocates with glibc, the trainer keeps the memory a step frees.
+    glibc = device.plan_for(replace(CPU_AMX, glibc_malloc=True), "dpo")
+    assert glibc.retain_freed_memory and not cpu.retain_freed_memory
+    assert glibc.describe().endswith("freed memory kept for the next step, no torch.compile.")
+    assert not device.plan_for(
+        replace(CPU_AMX, glibc_malloc=True), "dpo", optimize=False
+    ).retain_freed_memory
+
+
+FAULTS_OF_A_BLOCK = """
+import resource, sys
+from service.engines.local import memory
+if sys.argv[1] == "retain":
+    assert memory.retain_freed_memory()
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    block = b"\\x01" * (64 << 20)  # 64 MiB, every page written
+    del block
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(*[faults() for _ in range(3)])
+"""
+
+
+@pytest.mark.skipif(not memory.available(), reason="the process does not use glibc's malloc")
+def test_a_trainer_process_reuses_the_memory_it_freed():
+    def page_faults(mode: str) -> list[int]:
+        done = subprocess.run(
+            [sys.executable, "-c", FAULTS_OF_A_BLOCK, mode],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO_ROOT,
+        )
+        return [int(n) for n in done.stdout.split()]
+
+    pages = (64 << 20) // resource.getpagesize()
+    # By default each new 64 MiB block is a fresh mapping: every page faults in again.
+    assert all(n > 0.99 * pages for n in page_faults("default"))
+    # Retained: the first block faults in once, the next ones reuse its pages.
+    first, *again = page_faults("retain")
+    assert first > 0.99 * pages and all(n < 0.01 * pages for n in again)
 
 
 def test_sliding_window_models_are_recognised():

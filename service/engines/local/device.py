@@ -16,6 +16,8 @@ batches, in the same order, the same loss to within bf16 rounding) and only remo
 - no gradient checkpointing (TRL's default recomputes activations to save memory a LoRA on a
   small model does not need).
 - Liger kernels on CUDA where `liger-kernel` is installed.
+- the trainer process keeps the memory a step frees for the next one (glibc's malloc would
+  unmap its large blocks and fault them in again at every step: `memory`).
 `torch.compile` is left off: a job's batches have varying lengths, so each new length
 recompiles, which costs more than it saves over the few hundred steps of an email model.
 """
@@ -27,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.engines.local import memory
 from service.engines.local.attention import ATTENTION
 
 # CPU flags (Linux /proc/cpuinfo) of native bf16 matrix arithmetic.
@@ -44,6 +47,7 @@ class Device:
     bf16_reason: str
     flash_attention: bool  # the flash-attn package is importable (CUDA only)
     liger: bool  # the liger-kernel package is importable (CUDA only)
+    glibc_malloc: bool = False  # the process allocates with glibc's malloc (memory.py)
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,7 @@ class Plan:
     liger: bool
     torch_compile: bool
     trained_token_head: bool = False  # loss_head.install (CPU, supervised)
+    retain_freed_memory: bool = False  # memory.retain_freed_memory (glibc)
 
     @property
     def weights_dtype(self) -> str:
@@ -84,6 +89,8 @@ class Plan:
             parts.append("loss on trained tokens only")
         if self.liger:
             parts.append("Liger kernels")
+        if self.retain_freed_memory:
+            parts.append("freed memory kept for the next step")
         parts.append("torch.compile" if self.torch_compile else "no torch.compile")
         return f"Training on {where}: " + ", ".join(parts) + "."
 
@@ -122,6 +129,7 @@ def detect(cpuinfo: Path = Path("/proc/cpuinfo")) -> Device:
             bf16_reason="the GPU supports bf16" if bf16 else "the GPU lacks bf16",
             flash_attention=importlib.util.find_spec("flash_attn") is not None,
             liger=importlib.util.find_spec("liger_kernel") is not None,
+            glibc_malloc=memory.available(),
         )
     name, flags = _cpu_facts(cpuinfo)
     native = [flag for flag in BF16_CPU_FLAGS if flag in flags]
@@ -137,6 +145,7 @@ def detect(cpuinfo: Path = Path("/proc/cpuinfo")) -> Device:
         ),
         flash_attention=False,
         liger=False,
+        glibc_malloc=memory.available(),
     )
 
 
@@ -179,4 +188,5 @@ def plan_for(device: Device, method: str, *, optimize: bool = True, windowed: bo
         torch_compile=False,
         # With Triton (CUDA), TRL's fused head already scores the trained tokens only.
         trained_token_head=device.kind == "cpu" and method == "supervised",
+        retain_freed_memory=device.glibc_malloc,
     )

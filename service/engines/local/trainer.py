@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.engines.local import attention, loss_head
+from service.engines.local import attention, loss_head, memory
 from service.engines.local.device import Plan, detect, plan_for, windowed_attention
 from service.engines.local.messages import (
     CheckpointSaved,
@@ -173,6 +173,8 @@ def _make_trainer(
         SFTTrainer,
     )
 
+    if plan.retain_freed_memory:  # before the model's weights and the first step allocate
+        memory.retain_freed_memory()
     gpu = plan.device.kind == "cuda"
     tokenizer = AutoTokenizer.from_pretrained(spec.base_path)
     if tokenizer.pad_token is None:

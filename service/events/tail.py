@@ -17,8 +17,11 @@ from service.jobs.models import Job, JobEvent
 # Events read per query; a pass reads pages until it has caught up.
 PAGE = 500
 # With an unchanged SQLite file the log is not read again for up to this long: a cheap check
-# (see Database.change_marker) stands in for the query, and this bounds the rare case it misses.
-QUERY_AT_LEAST_EVERY_SECONDS = 1.0
+# (see Database.change_marker) stands in for the query, and this bounds the rare case it misses
+# (another process's commit within the file's timestamp resolution, same size). Commits of this
+# process wake the poller at once; each query of an idle service costs a training job a few
+# thread hand-offs, so a rare miss waits this long rather than every second paying for it.
+QUERY_AT_LEAST_EVERY_SECONDS = 10.0
 # Jobs whose last published state is remembered (to publish a snapshot only on a change).
 REMEMBERED_JOBS = 10_000
 

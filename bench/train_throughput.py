@@ -13,7 +13,9 @@ reuse a conversion); without either it falls back to `random`, a random Llama (h
 Data: the first N emails rated 4 or 5 in ../shared/data/emails/history.jsonl (N = 40; --quick
 12) as chat examples: system = the department's prompt, user = `context`, assistant = subject +
 body; the next H (20; --quick 4) are the held-out set. One file on disk, read by every side.
-Three sides, each run in a fresh process, in R rounds (3), each starting one side later:
+Three sides, each run in a fresh process, in R rounds (5). Service and bare, whose ratio is the
+overhead, run back to back in every round, each leading in turn, with defaults before or after
+the pair (ORDERS); a drift of the machine's speed then touches both sides of a pair alike:
 - service: create_app on SQLite in a temporary folder, lifespan running, embedded_worker False;
   upload the file and create a supervised job through HTTP (httpx.ASGITransport), then time
   LocalWorker.poll_once(). The trainer process it spawns runs the service's own trainer.main,
@@ -747,6 +749,14 @@ def _child(argv: list[str]) -> int:
 
 
 SIDES = ("service", "bare", "defaults")
+# The order of the sides in successive rounds: the pair whose ratio is the overhead (service,
+# bare) runs back to back, each side leading in turn; defaults goes before or after the pair.
+ORDERS = (
+    ("service", "bare", "defaults"),
+    ("defaults", "bare", "service"),
+    ("bare", "service", "defaults"),
+    ("defaults", "service", "bare"),
+)
 GOALS = {"overhead": 0.98, "speedup": 1.3, "loss_gap": 0.02}
 
 
@@ -761,7 +771,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny model, 12 examples, 1 round")
     parser.add_argument("--examples", type=int, help="training examples (default 40; quick 12)")
     parser.add_argument("--heldout", type=int, help="held-out examples (default 20; quick 4)")
-    parser.add_argument("--repeats", type=int, help="rounds of the 3 sides (default 3; quick 1)")
+    parser.add_argument("--repeats", type=int, help="rounds of the 3 sides (default 5; quick 1)")
     parser.add_argument("--model", choices=("auto", "smollm2", "random", "tiny"),
                         help="default auto (SmolLM2 when available, else random); quick: tiny")
     parser.add_argument("--models-dir", type=Path, help="convert SmolLM2 here, or reuse it "
@@ -771,18 +781,18 @@ def main() -> int:
     parser.add_argument("--quiet-wait", type=float, help="before each run, wait up to this many "
                         "seconds for other processes to leave the CPUs idle (default 30; quick 0)")
     parser.add_argument("--retries", type=int, help="run a contended run again up to this many "
-                        f"times (others' load > {CONTENDED:.0%}; default 2, quick 0)")
+                        f"times (others' load > {CONTENDED:.0%}%; default 2, quick 0)")
     parser.add_argument("--budget-s", type=float, help="no rerun that would take the whole "
-                        "benchmark past this many seconds (default 1800; quick 180)")
+                        "benchmark past this many seconds (default 2700; quick 180)")
     args = parser.parse_args()
     n = args.examples or (12 if args.quick else 40)
     n_heldout = args.heldout or (4 if args.quick else 20)
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 5)
     model_kind = args.model or ("tiny" if args.quick else "auto")
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 30.0)
     out = args.out or default_result_path("train_throughput", quick=args.quick)
     max_retries = args.retries if args.retries is not None else (0 if args.quick else 2)
-    budget_s = args.budget_s if args.budget_s is not None else (180.0 if args.quick else 1800.0)
+    budget_s = args.budget_s if args.budget_s is not None else (180.0 if args.quick else 2700.0)
 
     started = time.perf_counter()
     raw: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
@@ -796,10 +806,9 @@ def main() -> int:
         print(f"model {model['name']} ({model['source']}; {model['prepare_s']} s), "
               f"{n} examples, {n_heldout} held out", flush=True)
         for repeat in range(repeats):
-            # Each round starts one side later (service, bare, defaults; bare, defaults,
-            # service; ...): no side always follows the same one (the machine's state after
-            # a long run, the order of warm caches, drift within a round cancel out).
-            for side in SIDES[repeat % 3:] + SIDES[:repeat % 3]:
+            # Service and bare back to back, each leading in turn (see ORDERS): the drift of
+            # a shared machine's speed over minutes touches both sides of a pair alike.
+            for side in ORDERS[repeat % len(ORDERS)]:
                 for attempt in range(1 + max_retries):
                     run_dir = tmp / f"{side}-{repeat}-{attempt}"
                     run_dir.mkdir()
@@ -880,7 +889,9 @@ def main() -> int:
         "machine": machine_facts(PACKAGES),
         "parameters": {
             "quick": args.quick, "repeats": repeats,
-            "order": "rounds of the 3 sides, each round starting one side later",
+            "order": "rounds of the 3 sides; service and bare back to back in every round, "
+                     "each leading in turn, defaults before or after the pair: "
+                     + "; ".join(", ".join(order) for order in ORDERS),
             "n_examples": n, "n_heldout": n_heldout, "hyperparameters": HYPERPARAMETERS,
             "seed": SEED,
             "sides": {

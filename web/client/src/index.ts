@@ -1,0 +1,313 @@
+// The seed's `fineTuningHelpers`, with its names and callback shapes, backed by this service.
+// Types come from the service's own documents (src/generated, see scripts/generate.mjs).
+import type { components } from "./generated/openapi.js";
+import type { JobMessage, StreamMessage } from "./generated/stream.js";
+
+export type { components, paths } from "./generated/openapi.js";
+export type { EventMessage, HeartbeatMessage, JobMessage, StreamMessage } from "./generated/stream.js";
+
+type Schemas = components["schemas"];
+export type FileObject = Schemas["FileObject"];
+export type JobObject = Schemas["JobObject"];
+export type EventObject = Schemas["EventObject"];
+export type JobStatus = JobObject["status"];
+
+export interface ClientOptions {
+  /** The service's base URL, e.g. `http://127.0.0.1:8000`. */
+  baseUrl: string;
+  /** An API key of the project; sent as `Authorization: Bearer`, never put in a URL. */
+  apiKey: string;
+  /** Defaults to the global `fetch`. */
+  fetch?: typeof fetch;
+  /** Defaults to the global `WebSocket` (browsers; Node 22, or Node 20 with --experimental-websocket). */
+  WebSocket?: typeof WebSocket;
+}
+
+/** An error answered by the service, in OpenAI's envelope. */
+export class ServiceError extends Error {
+  constructor(
+    readonly status: number,
+    readonly type: string,
+    readonly code: string | null,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ServiceError";
+  }
+}
+
+/** A training example as the seed writes it, or a chat example as OpenAI's files hold it. */
+export type EmailExample =
+  | { prompt: string; completion: string }
+  | { messages: { role: string; content: string; weight?: 0 | 1 }[] };
+
+export interface PreferenceExample {
+  prompt: string;
+  preferred_completion: string;
+  non_preferred_completion: string;
+}
+
+export interface PreferenceRow {
+  input: { messages: { role: "user"; content: string }[] };
+  preferred_output: { role: "assistant"; content: string }[];
+  non_preferred_output: { role: "assistant"; content: string }[];
+}
+
+export interface EmailModelOptions {
+  suffix?: string;
+  epochs?: number;
+  batchSize?: number;
+  learningRateMultiplier?: number;
+  metadata?: Record<string, string>;
+  seed?: number;
+}
+
+export interface MonitorCallbacks {
+  onStatusChange?: (status: JobStatus, job: JobObject) => void;
+  onEvent?: (event: EventObject) => void;
+  onComplete?: (job: JobObject) => void;
+  onError?: (error: Error, job: JobObject | null) => void;
+}
+
+export interface Monitor {
+  /** Stop following the job (no callback is called after it). */
+  stop(): void;
+}
+
+export interface TestResult {
+  prompt: string;
+  success: boolean;
+  response?: string;
+  error?: string;
+}
+
+export interface FineTuningHelpers {
+  createTrainingFile(data: readonly object[], filename?: string): Promise<File>;
+  uploadTrainingFile(file: Blob, purpose?: string): Promise<FileObject>;
+  createPreferenceData(examples: readonly PreferenceExample[]): PreferenceRow[];
+  createEmailModel(
+    examples: readonly EmailExample[],
+    model: string,
+    options?: EmailModelOptions,
+  ): Promise<{ job: JobObject; file: FileObject }>;
+  monitorJob(jobId: string, callbacks: MonitorCallbacks): Promise<Monitor>;
+  testFineTunedModel(
+    model: string,
+    prompts: readonly string[],
+    options?: { system?: string; maxTokens?: number },
+  ): Promise<{ testCount: number; successCount: number; results: TestResult[] }>;
+}
+
+// Close codes that end the monitoring with onError (see /asyncapi.json); any other close the
+// client did not ask for is a drop, after which the stream opens again from the last event.
+const FINAL_CLOSE_CODES = new Set([4400, 4401, 4404]);
+const FINAL_STATUSES = new Set<JobStatus>(["succeeded", "failed", "cancelled"]);
+const RECONNECT_FIRST_MS = 250;
+const RECONNECT_MAX_MS = 10_000;
+
+function asChat(example: object): object {
+  if ("prompt" in example && "completion" in example) {
+    const { prompt, completion } = example as { prompt: string; completion: string };
+    return {
+      messages: [
+        { role: "user", content: prompt },
+        { role: "assistant", content: completion },
+      ],
+    };
+  }
+  return example;
+}
+
+/** The helpers bound to one service and key. */
+export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpers {
+  const base = options.baseUrl.replace(/\/+$/, "");
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const Socket = options.WebSocket ?? globalThis.WebSocket;
+  const auth = { Authorization: `Bearer ${options.apiKey}` };
+
+  async function call<T>(method: string, path: string, body?: BodyInit | object): Promise<T> {
+    const init: RequestInit = { method, headers: { ...auth } };
+    if (body instanceof FormData) {
+      init.body = body;
+    } else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { ...auth, "Content-Type": "application/json" };
+    }
+    const response = await doFetch(`${base}${path}`, init);
+    const payload = (await response.json().catch(() => null)) as
+      | (T & { error?: undefined })
+      | { error: Schemas["ErrorResponse"]["error"] }
+      | null;
+    if (!response.ok) {
+      const error = payload && "error" in payload && payload.error ? payload.error : null;
+      throw new ServiceError(
+        response.status,
+        error?.type ?? "http_error",
+        error?.code ?? null,
+        error?.message ?? `${method} ${path}: HTTP ${response.status}`,
+      );
+    }
+    return payload as T;
+  }
+
+  const helpers: FineTuningHelpers = {
+    async createTrainingFile(data, filename = "training.jsonl") {
+      const lines = data.map((row) => JSON.stringify(asChat(row)));
+      return new File([lines.join("\n") + "\n"], filename, { type: "application/jsonl" });
+    },
+
+    async uploadTrainingFile(file, purpose = "fine-tune") {
+      const form = new FormData();
+      form.append("purpose", purpose);
+      form.append("file", file, file instanceof File ? file.name : "training.jsonl");
+      return call<FileObject>("POST", "/v1/files", form);
+    },
+
+    createPreferenceData(examples) {
+      return examples.map((example) => ({
+        input: { messages: [{ role: "user", content: example.prompt }] },
+        preferred_output: [{ role: "assistant", content: example.preferred_completion }],
+        non_preferred_output: [{ role: "assistant", content: example.non_preferred_completion }],
+      }));
+    },
+
+    async createEmailModel(examples, model, options = {}) {
+      const file = await helpers.uploadTrainingFile(await helpers.createTrainingFile(examples));
+      const hyperparameters: Record<string, number> = {};
+      if (options.epochs !== undefined) hyperparameters.n_epochs = options.epochs;
+      if (options.batchSize !== undefined) hyperparameters.batch_size = options.batchSize;
+      if (options.learningRateMultiplier !== undefined) {
+        hyperparameters.learning_rate_multiplier = options.learningRateMultiplier;
+      }
+      const job = await call<JobObject>("POST", "/v1/fine_tuning/jobs", {
+        model,
+        training_file: file.id,
+        ...(options.suffix !== undefined && { suffix: options.suffix }),
+        ...(options.metadata !== undefined && { metadata: options.metadata }),
+        ...(options.seed !== undefined && { seed: options.seed }),
+        method: { type: "supervised", supervised: { hyperparameters } },
+      });
+      return { job, file };
+    },
+
+    async monitorJob(jobId, callbacks) {
+      let stopped = false;
+      let socket: WebSocket | null = null;
+      let lastEventId: string | null = null;
+      let job: JobObject | null = null;
+      let finished = false;
+      let delay = RECONNECT_FIRST_MS;
+      let timer: ReturnType<typeof setTimeout> | null = null;
+
+      const fail = (error: Error): void => {
+        if (stopped || finished) return;
+        finished = true;
+        callbacks.onError?.(error, job);
+      };
+
+      const onJob = (message: JobMessage): void => {
+        const previous = job?.status;
+        job = message.job;
+        if (job.status !== previous) callbacks.onStatusChange?.(job.status, job);
+      };
+
+      // The stream closes with 1000 once the job's final event is sent: every event has reached
+      // onEvent by then, so onComplete (or onError) comes last.
+      const end = (last: JobObject): void => {
+        if (last.status === "succeeded") {
+          finished = true;
+          callbacks.onComplete?.(last);
+        } else {
+          const reason = last.error?.message ?? `The job was ${last.status}.`;
+          fail(new ServiceError(0, last.status, last.error?.code ?? null, reason));
+        }
+      };
+
+      const open = async (): Promise<void> => {
+        // A browser cannot set headers on a WebSocket: a single-use ticket opens it.
+        const { ticket } = await call<{ ticket: string }>("POST", "/v1/fine_tuning/stream_tickets");
+        if (stopped) return;
+        const url = new URL(`${base}/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/events/stream`);
+        url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+        url.searchParams.set("ticket", ticket);
+        if (lastEventId !== null) url.searchParams.set("after", lastEventId);
+        const ws = new Socket(url);
+        socket = ws;
+        ws.onmessage = (frame: MessageEvent) => {
+          if (stopped || socket !== ws) return;
+          delay = RECONNECT_FIRST_MS;
+          const message = JSON.parse(String(frame.data)) as StreamMessage;
+          if (message.type === "event") {
+            lastEventId = message.event.id;
+            callbacks.onEvent?.(message.event);
+          } else if (message.type === "job") {
+            onJob(message);
+          }
+        };
+        ws.onclose = (close: CloseEvent) => {
+          if (stopped || socket !== ws) return;
+          socket = null;
+          if (close.code === 1000 && job !== null && FINAL_STATUSES.has(job.status)) {
+            end(job);
+            return;
+          }
+          if (FINAL_CLOSE_CODES.has(close.code)) {
+            fail(new ServiceError(close.code, "stream_closed", null, close.reason || `closed ${close.code}`));
+            return;
+          }
+          reconnect();
+        };
+      };
+
+      const reconnect = (): void => {
+        timer = setTimeout(() => {
+          timer = null;
+          open().catch((error: unknown) => {
+            if (error instanceof ServiceError && error.status < 500 && error.status !== 429) {
+              fail(error);
+            } else {
+              reconnect();
+            }
+          });
+        }, delay);
+        delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+      };
+
+      await open();
+      return {
+        stop() {
+          stopped = true;
+          if (timer !== null) clearTimeout(timer);
+          socket?.close(1000);
+          socket = null;
+        },
+      };
+    },
+
+    async testFineTunedModel(model, prompts, options = {}) {
+      const results: TestResult[] = [];
+      for (const prompt of prompts) {
+        const messages = [
+          ...(options.system ? [{ role: "system", content: options.system }] : []),
+          { role: "user", content: prompt },
+        ];
+        try {
+          const completion = await call<Schemas["ChatCompletion"]>("POST", "/v1/chat/completions", {
+            model,
+            messages,
+            max_tokens: options.maxTokens ?? 200,
+          });
+          results.push({ prompt, success: true, response: completion.choices[0]?.message.content ?? "" });
+        } catch (error) {
+          results.push({ prompt, success: false, error: (error as Error).message });
+        }
+      }
+      return {
+        testCount: prompts.length,
+        successCount: results.filter((result) => result.success).length,
+        results,
+      };
+    },
+  };
+  return helpers;
+}

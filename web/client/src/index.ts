@@ -98,6 +98,27 @@ export interface FineTuningHelpers {
   ): Promise<{ testCount: number; successCount: number; results: TestResult[] }>;
 }
 
+export type CheckReport = Schemas["CheckReport"];
+
+export interface CostEstimate {
+  /** Tokens billed for the epochs (exact, counted by the service with the model's tokenizer). */
+  tokenCount: number;
+  /** US dollars where a provider bills training; null where training is free (local models). */
+  estimatedCost: number | null;
+  model: string;
+  /** The service's whole check: per-example tokens, warnings and errors by line. */
+  report: CheckReport;
+}
+
+export interface CostCalculator {
+  estimateTrainingCost(
+    trainingData: readonly object[],
+    model: string,
+    options?: { method?: "supervised" | "dpo"; epochs?: number },
+  ): Promise<CostEstimate>;
+  trackActualCost(job: JobObject): { trainedTokens: number; actualCost: number | null } | null;
+}
+
 // Close codes that end the monitoring with onError (see /asyncapi.json); any other close the
 // client did not ask for is a drop, after which the stream opens again from the last event.
 const FINAL_CLOSE_CODES = new Set([4400, 4401, 4404]);
@@ -310,4 +331,61 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
     },
   };
   return helpers;
+}
+
+/** The seed's `costCalculator`, with the service's exact counts instead of length / 4. */
+export function createCostCalculator(options: ClientOptions): CostCalculator {
+  const helpers = createFineTuningHelpers(options);
+  const base = options.baseUrl.replace(/\/+$/, "");
+  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const headers = { Authorization: `Bearer ${options.apiKey}`, "Content-Type": "application/json" };
+
+  async function call<T>(method: string, path: string, body?: object): Promise<T> {
+    const init: RequestInit = { method, headers };
+    if (body !== undefined) init.body = JSON.stringify(body);
+    const response = await doFetch(`${base}${path}`, init);
+    const payload = (await response.json().catch(() => null)) as T & {
+      error?: Schemas["ErrorResponse"]["error"];
+    };
+    if (!response.ok) {
+      const error = payload?.error;
+      throw new ServiceError(
+        response.status,
+        error?.type ?? "http_error",
+        error?.code ?? null,
+        error?.message ?? `${method} ${path}: HTTP ${response.status}`,
+      );
+    }
+    return payload;
+  }
+
+  return {
+    async estimateTrainingCost(trainingData, model, estimate = {}) {
+      const method =
+        estimate.method ??
+        (trainingData.some((row) => "preferred_output" in row) ? "dpo" : "supervised");
+      // The file is checked where it would be trained, then removed: nothing is left behind.
+      const file = await helpers.uploadTrainingFile(await helpers.createTrainingFile(trainingData));
+      try {
+        const report = await call<CheckReport>("POST", `/v1/files/${file.id}/check`, {
+          model,
+          method,
+          n_epochs: estimate.epochs ?? null,
+        });
+        return {
+          tokenCount: report.billed_tokens,
+          estimatedCost: report.estimated_cost_usd ?? null,
+          model,
+          report,
+        };
+      } finally {
+        await call("DELETE", `/v1/files/${file.id}`);
+      }
+    },
+
+    trackActualCost(job) {
+      if (job.trained_tokens === null) return null;
+      return { trainedTokens: job.trained_tokens, actualCost: job.cost_usd ?? null };
+    },
+  };
 }

@@ -3,7 +3,7 @@
 // FT_CLIENT_MODEL set.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createFineTuningHelpers } from "../dist/index.js";
+import { createCostCalculator, createFineTuningHelpers } from "../dist/index.js";
 
 const baseUrl = process.env.FT_CLIENT_BASE_URL;
 const apiKey = process.env.FT_CLIENT_API_KEY;
@@ -105,6 +105,11 @@ test("an email model is created, followed live to its end, and answers", live, a
   assert.equal(tested.successCount, 2, JSON.stringify(tested.results));
   assert.ok(tested.results.every((result) => typeof result.response === "string"));
 
+  const costs = createCostCalculator({ baseUrl, apiKey }).trackActualCost(seen.completed);
+  assert.equal(costs.trainedTokens, seen.completed.trained_tokens);
+  assert.ok(costs.trainedTokens > 0);
+  assert.equal(costs.actualCost, null); // local training is not billed
+
   const unknown = await helpers.testFineTunedModel("ft:no-such-model", ["Bonjour"]);
   assert.equal(unknown.successCount, 0);
   assert.match(unknown.results[0].error, /model/i);
@@ -139,4 +144,27 @@ test("an unknown job ends in onError with the service's 404 close", live, async 
     helpers.monitorJob("ftjob-does-not-exist", { onError: (e) => resolve(e) });
   });
   assert.equal(error.status, 4404);
+});
+
+test("the cost estimate counts the service's tokens and leaves no file behind", live, async () => {
+  const calculator = createCostCalculator({ baseUrl, apiKey });
+  const before = await rest("/v1/files?limit=1000");
+  const estimate = await calculator.estimateTrainingCost(examples, model, { epochs: 2 });
+  assert.equal(estimate.model, model);
+  assert.equal(estimate.report.valid, true);
+  assert.equal(estimate.report.n_examples, examples.length);
+  assert.equal(estimate.report.n_epochs, 2);
+  assert.equal(estimate.tokenCount, estimate.report.billable_tokens * 2);
+  assert.ok(estimate.tokenCount > 0);
+  assert.equal(estimate.estimatedCost, null); // a local model trains for free
+  const after = await rest("/v1/files?limit=1000");
+  assert.deepEqual(after.data.map((f) => f.id), before.data.map((f) => f.id));
+  // Preference rows are checked as DPO data.
+  const helpers = createFineTuningHelpers({ baseUrl, apiKey });
+  const rows = helpers.createPreferenceData(examples.map((e) => ({
+    prompt: e.prompt, preferred_completion: e.completion, non_preferred_completion: "Salut.",
+  })));
+  const dpo = await calculator.estimateTrainingCost(rows, model);
+  assert.equal(dpo.report.method, "dpo");
+  assert.equal(dpo.report.valid, true, JSON.stringify(dpo.report.errors));
 });

@@ -139,15 +139,15 @@ function asChat(example: object): object {
   return example;
 }
 
-/** The helpers bound to one service and key. */
-export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpers {
+type Call = <T>(method: string, path: string, body?: FormData | object) => Promise<T>;
+
+/** A JSON (or multipart) request to the service as this key; errors become ServiceError. */
+function caller(options: ClientOptions): Call {
   const base = options.baseUrl.replace(/\/+$/, "");
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const Socket = options.WebSocket ?? globalThis.WebSocket;
   const auth = { Authorization: `Bearer ${options.apiKey}` };
-
-  async function call<T>(method: string, path: string, body?: BodyInit | object): Promise<T> {
-    const init: RequestInit = { method, headers: { ...auth } };
+  return async <T>(method: string, path: string, body?: FormData | object): Promise<T> => {
+    const init: RequestInit = { method, headers: auth };
     if (body instanceof FormData) {
       init.body = body;
     } else if (body !== undefined) {
@@ -169,7 +169,14 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
       );
     }
     return payload as T;
-  }
+  };
+}
+
+/** The helpers bound to one service and key. */
+export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpers {
+  const base = options.baseUrl.replace(/\/+$/, "");
+  const Socket = options.WebSocket ?? globalThis.WebSocket;
+  const call = caller(options);
 
   const helpers: FineTuningHelpers = {
     async createTrainingFile(data, filename = "training.jsonl") {
@@ -336,28 +343,7 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
 /** The seed's `costCalculator`, with the service's exact counts instead of length / 4. */
 export function createCostCalculator(options: ClientOptions): CostCalculator {
   const helpers = createFineTuningHelpers(options);
-  const base = options.baseUrl.replace(/\/+$/, "");
-  const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
-  const headers = { Authorization: `Bearer ${options.apiKey}`, "Content-Type": "application/json" };
-
-  async function call<T>(method: string, path: string, body?: object): Promise<T> {
-    const init: RequestInit = { method, headers };
-    if (body !== undefined) init.body = JSON.stringify(body);
-    const response = await doFetch(`${base}${path}`, init);
-    const payload = (await response.json().catch(() => null)) as T & {
-      error?: Schemas["ErrorResponse"]["error"];
-    };
-    if (!response.ok) {
-      const error = payload?.error;
-      throw new ServiceError(
-        response.status,
-        error?.type ?? "http_error",
-        error?.code ?? null,
-        error?.message ?? `${method} ${path}: HTTP ${response.status}`,
-      );
-    }
-    return payload;
-  }
+  const call = caller(options);
 
   return {
     async estimateTrainingCost(trainingData, model, estimate = {}) {

@@ -84,4 +84,4 @@ def test_the_seed_helpers_drive_the_live_service(live):
     _run([node, str(CLIENT_DIR / "node_modules" / ".bin" / "tsc"), "-p", "tsconfig.json"])
     output = _run([node, "--experimental-websocket", "--test", "test/"], env=env)
     assert "# fail 0" in output and "# skipped 0" in output, output
-    assert "# pass 6" in output, output
+    assert "# pass 7" in output, output

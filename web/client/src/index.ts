@@ -21,6 +21,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Defaults to the global `WebSocket` (browsers; Node 22, or Node 20 with --experimental-websocket). */
   WebSocket?: typeof WebSocket;
+  /** monitorJob reconnects after this long without a message (default 45 s: 3 heartbeats). */
+  silenceMs?: number;
 }
 
 /** An error answered by the service, in OpenAI's envelope. */
@@ -33,6 +35,29 @@ export class ServiceError extends Error {
   ) {
     super(message);
     this.name = "ServiceError";
+  }
+}
+
+/** The job ended without a model: `status` is "failed" or "cancelled", `job.error` says why. */
+export class JobFailedError extends Error {
+  readonly status: JobStatus;
+  readonly code: string | null;
+  constructor(readonly job: JobObject) {
+    super(job.error?.message ?? `The job was ${job.status}.`);
+    this.name = "JobFailedError";
+    this.status = job.status;
+    this.code = job.error?.code ?? null;
+  }
+}
+
+/** The event stream ended for good: a WebSocket close code (4404: no such job), or no link. */
+export class StreamClosedError extends Error {
+  constructor(
+    readonly code: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = "StreamClosedError";
   }
 }
 
@@ -119,12 +144,14 @@ export interface CostCalculator {
   trackActualCost(job: JobObject): { trainedTokens: number; actualCost: number | null } | null;
 }
 
-// Close codes that end the monitoring with onError (see /asyncapi.json); any other close the
-// client did not ask for is a drop, after which the stream opens again from the last event.
-const FINAL_CLOSE_CODES = new Set([4400, 4401, 4404]);
 const FINAL_STATUSES = new Set<JobStatus>(["succeeded", "failed", "cancelled"]);
+// After a drop the stream opens again from the last event, waiting 250 ms, then twice as long
+// after each try that brought no new event (up to 10 s), and gives up after 8 such tries.
 const RECONNECT_FIRST_MS = 250;
 const RECONNECT_MAX_MS = 10_000;
+const MAX_FAILED_CONNECTIONS = 8;
+// Three heartbeats (15 s apart by default) missed: the link is dead.
+const SILENCE_MS = 45_000;
 
 function asChat(example: object): object {
   if ("prompt" in example && "completion" in example) {
@@ -176,6 +203,7 @@ function caller(options: ClientOptions): Call {
 export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpers {
   const base = options.baseUrl.replace(/\/+$/, "");
   const Socket = options.WebSocket ?? globalThis.WebSocket;
+  const silenceMs = options.silenceMs ?? SILENCE_MS;
   const call = caller(options);
 
   const helpers: FineTuningHelpers = {
@@ -207,29 +235,46 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
       if (options.learningRateMultiplier !== undefined) {
         hyperparameters.learning_rate_multiplier = options.learningRateMultiplier;
       }
-      const job = await call<JobObject>("POST", "/v1/fine_tuning/jobs", {
-        model,
-        training_file: file.id,
-        ...(options.suffix !== undefined && { suffix: options.suffix }),
-        ...(options.metadata !== undefined && { metadata: options.metadata }),
-        ...(options.seed !== undefined && { seed: options.seed }),
-        method: { type: "supervised", supervised: { hyperparameters } },
-      });
-      return { job, file };
+      try {
+        const job = await call<JobObject>("POST", "/v1/fine_tuning/jobs", {
+          model,
+          training_file: file.id,
+          ...(options.suffix !== undefined && { suffix: options.suffix }),
+          ...(options.metadata !== undefined && { metadata: options.metadata }),
+          ...(options.seed !== undefined && { seed: options.seed }),
+          method: { type: "supervised", supervised: { hyperparameters } },
+        });
+        return { job, file };
+      } catch (error) {
+        // A refused job (an unknown model, say) leaves no file behind.
+        await call("DELETE", `/v1/files/${file.id}`).catch(() => undefined);
+        throw error;
+      }
     },
 
     async monitorJob(jobId, callbacks) {
       let stopped = false;
+      let finished = false;
       let socket: WebSocket | null = null;
       let lastEventId: string | null = null;
       let job: JobObject | null = null;
-      let finished = false;
       let delay = RECONNECT_FIRST_MS;
+      let failures = 0; // connections in a row that brought no new event
       let timer: ReturnType<typeof setTimeout> | null = null;
+      let watchdog: ReturnType<typeof setTimeout> | null = null;
+
+      const quiet = (): void => {
+        if (watchdog !== null) clearTimeout(watchdog);
+        watchdog = null;
+      };
+      const done = (): boolean => stopped || finished;
 
       const fail = (error: Error): void => {
-        if (stopped || finished) return;
+        if (done()) return;
         finished = true;
+        quiet();
+        socket?.close(1000);
+        socket = null;
         callbacks.onError?.(error, job);
       };
 
@@ -244,68 +289,102 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
       const end = (last: JobObject): void => {
         if (last.status === "succeeded") {
           finished = true;
+          quiet();
           callbacks.onComplete?.(last);
         } else {
-          const reason = last.error?.message ?? `The job was ${last.status}.`;
-          fail(new ServiceError(0, last.status, last.error?.code ?? null, reason));
+          fail(new JobFailedError(last));
+        }
+      };
+
+      const reconnect = (): void => {
+        if (done()) return;
+        if (++failures > MAX_FAILED_CONNECTIONS) {
+          fail(new StreamClosedError(1006, `no connection after ${MAX_FAILED_CONNECTIONS} tries`));
+          return;
+        }
+        timer = setTimeout(() => {
+          timer = null;
+          open().catch(refused);
+        }, delay);
+        delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+      };
+
+      // A refused ticket (a revoked key, say) ends the monitoring; anything else is retried.
+      const refused = (error: unknown): void => {
+        const status = error instanceof ServiceError ? error.status : 0;
+        if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+          fail(error as ServiceError);
+        } else {
+          reconnect();
         }
       };
 
       const open = async (): Promise<void> => {
         // A browser cannot set headers on a WebSocket: a single-use ticket opens it.
-        const { ticket } = await call<{ ticket: string }>("POST", "/v1/fine_tuning/stream_tickets");
-        if (stopped) return;
+        const { ticket } = await call<Schemas["StreamTicketObject"]>(
+          "POST",
+          "/v1/fine_tuning/stream_tickets",
+        );
+        if (done()) return;
         const url = new URL(`${base}/v1/fine_tuning/jobs/${encodeURIComponent(jobId)}/events/stream`);
         url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
         url.searchParams.set("ticket", ticket);
         if (lastEventId !== null) url.searchParams.set("after", lastEventId);
         const ws = new Socket(url);
         socket = ws;
+        // The server sends a heartbeat every 15 s: a longer silence is a dead link (a laptop
+        // that slept, a NAT that forgot the connection), which may never report its close.
+        const watch = (): void => {
+          quiet();
+          watchdog = setTimeout(() => {
+            if (socket !== ws || done()) return;
+            socket = null;
+            ws.close(4000, "no message within the heartbeat window");
+            reconnect();
+          }, silenceMs);
+        };
+        watch();
         ws.onmessage = (frame: MessageEvent) => {
-          if (stopped || socket !== ws) return;
-          delay = RECONNECT_FIRST_MS;
-          const message = JSON.parse(String(frame.data)) as StreamMessage;
+          if (socket !== ws || done()) return;
+          watch();
+          let message: StreamMessage;
+          try {
+            message = JSON.parse(String(frame.data)) as StreamMessage;
+          } catch {
+            fail(new StreamClosedError(1007, "the stream sent a frame that is not JSON"));
+            return;
+          }
           if (message.type === "event") {
             lastEventId = message.event.id;
+            failures = 0; // progress: the next drop starts its backoff afresh
+            delay = RECONNECT_FIRST_MS;
             callbacks.onEvent?.(message.event);
           } else if (message.type === "job") {
             onJob(message);
           }
         };
         ws.onclose = (close: CloseEvent) => {
-          if (stopped || socket !== ws) return;
+          if (socket !== ws || done()) return;
           socket = null;
+          quiet();
           if (close.code === 1000 && job !== null && FINAL_STATUSES.has(job.status)) {
             end(job);
-            return;
+          } else if (close.code >= 4400 && close.code < 4500) {
+            // 4000 + an HTTP client error: unknown job, refused ticket, bad cursor.
+            fail(new StreamClosedError(close.code, close.reason || `closed with ${close.code}`));
+          } else {
+            reconnect(); // a drop, a restart (1001), a server error (1011), a slow reader (1013)
           }
-          if (FINAL_CLOSE_CODES.has(close.code)) {
-            fail(new ServiceError(close.code, "stream_closed", null, close.reason || `closed ${close.code}`));
-            return;
-          }
-          reconnect();
         };
       };
 
-      const reconnect = (): void => {
-        timer = setTimeout(() => {
-          timer = null;
-          open().catch((error: unknown) => {
-            if (error instanceof ServiceError && error.status < 500 && error.status !== 429) {
-              fail(error);
-            } else {
-              reconnect();
-            }
-          });
-        }, delay);
-        delay = Math.min(delay * 2, RECONNECT_MAX_MS);
-      };
-
-      await open();
+      await open().catch(refused);
       return {
         stop() {
           stopped = true;
+          quiet();
           if (timer !== null) clearTimeout(timer);
+          timer = null;
           socket?.close(1000);
           socket = null;
         },
@@ -365,7 +444,8 @@ export function createCostCalculator(options: ClientOptions): CostCalculator {
           report,
         };
       } finally {
-        await call("DELETE", `/v1/files/${file.id}`);
+        // Never hides the answer (or the error) of the check.
+        await call("DELETE", `/v1/files/${file.id}`).catch(() => undefined);
       }
     },
 

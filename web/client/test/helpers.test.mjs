@@ -3,7 +3,11 @@
 // FT_CLIENT_MODEL set.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { createCostCalculator, createFineTuningHelpers } from "../dist/index.js";
+import {
+  createCostCalculator,
+  createFineTuningHelpers,
+  StreamClosedError,
+} from "../dist/index.js";
 
 const baseUrl = process.env.FT_CLIENT_BASE_URL;
 const apiKey = process.env.FT_CLIENT_API_KEY;
@@ -116,12 +120,13 @@ test("an email model is created, followed live to its end, and answers", live, a
 });
 
 test("a dropped stream resumes after the last event: no gap, no duplicate", live, async () => {
-  let connections = 0;
-  // The first connection drops after two messages, as a flaky network would drop it.
+  const urls = [];
+  // The first connection drops after two messages (the job's snapshot, then its first event),
+  // as a flaky network would drop it.
   class FlakySocket extends WebSocket {
     constructor(url) {
       super(url);
-      const number = ++connections;
+      const number = urls.push(new URL(url));
       let messages = 0;
       this.addEventListener("message", () => {
         if (number === 1 && ++messages === 2) this.close(4000, "simulated drop");
@@ -132,18 +137,50 @@ test("a dropped stream resumes after the last event: no gap, no duplicate", live
   const { job } = await helpers.createEmailModel(examples, model, { epochs: 1 });
   const seen = await follow(helpers, job.id);
   assert.equal(seen.error, null);
-  assert.ok(connections >= 2, `connections: ${connections}`);
+  assert.ok(urls.length >= 2, `connections: ${urls.length}`);
+  assert.equal(urls[0].searchParams.get("after"), null);
+  assert.equal(urls[1].searchParams.get("after"), seen.events[0]); // resumed after the drop
+  assert.notEqual(urls[0].searchParams.get("ticket"), urls[1].searchParams.get("ticket"));
   const events = await storedEvents(job.id);
   assert.deepEqual(seen.events, events);
   assert.equal(new Set(seen.events).size, events.length);
 });
 
+test("stop() during a reconnect opens nothing more and calls nothing", live, async () => {
+  let connections = 0;
+  let monitor = null;
+  const calls = [];
+  // Every connection drops at its first message; the monitor is stopped while it waits to
+  // open the next one.
+  class DroppingSocket extends WebSocket {
+    constructor(url) {
+      super(url);
+      connections += 1;
+      this.addEventListener("message", () => this.close(4000, "simulated drop"), { once: true });
+      this.addEventListener("close", () => setTimeout(() => monitor.stop(), 20), { once: true });
+    }
+  }
+  const helpers = createFineTuningHelpers({ baseUrl, apiKey, WebSocket: DroppingSocket });
+  const { job } = await helpers.createEmailModel(examples, model, { epochs: 1 });
+  monitor = await helpers.monitorJob(job.id, {
+    onStatusChange: (status) => calls.push(status),
+    onEvent: (event) => calls.push(event.id),
+    onComplete: () => calls.push("complete"),
+    onError: (error) => calls.push(error),
+  });
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  assert.equal(connections, 1);
+  assert.ok(calls.length <= 1, JSON.stringify(calls)); // the snapshot's status at most
+});
+
 test("an unknown job ends in onError with the service's 404 close", live, async () => {
   const helpers = createFineTuningHelpers({ baseUrl, apiKey });
-  const error = await new Promise((resolve) => {
+  const error = await new Promise((resolve, reject) => {
+    setTimeout(() => reject(new Error("no onError within 30 s")), 30_000).unref();
     helpers.monitorJob("ftjob-does-not-exist", { onError: (e) => resolve(e) });
   });
-  assert.equal(error.status, 4404);
+  assert.ok(error instanceof StreamClosedError);
+  assert.equal(error.code, 4404);
 });
 
 test("the cost estimate counts the service's tokens and leaves no file behind", live, async () => {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -29,6 +30,22 @@ def service_env(**settings: str) -> dict[str, str]:
     settings.setdefault("packaged_models", "0")
     env.update({f"FT_{name.upper()}": value for name, value in settings.items()})
     return env
+
+
+def keyed_env(
+    data_dir: Path, database_url: str, models_dir: Path, **settings: str
+) -> tuple[dict[str, str], str]:
+    """A server's environment on `data_dir`, the database and the models, with a new admin key
+    (FT_BOOTSTRAP_API_KEY creates it at start-up); return the environment and the key."""
+    key = secrets.token_hex(20)
+    env = service_env(
+        data_dir=str(data_dir),
+        database_url=database_url,
+        bootstrap_api_key=key,
+        models_dir=str(models_dir),
+        **settings,
+    )
+    return env, key
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ The npm packages are pinned in package-lock.json and installed by `make clients`
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import httpx
 import pytest
 
 from tests.factories import chat_file
-from tests.processes import REPO_ROOT, Server, serve, service_env
+from tests.processes import REPO_ROOT, Server, keyed_env, serve
 
 CLIENTS_DIR = REPO_ROOT / "tests" / "clients"
 NODE_MODULES = CLIENTS_DIR / "node_modules"
@@ -33,12 +32,10 @@ TIMEOUT = 120
 @pytest.fixture
 def live(database_url: str, tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[Server, str]]:
     """The real server and its admin key; no worker, so a job stays queued until cancelled."""
-    key = secrets.token_hex(20)
-    env = service_env(
-        data_dir=str(tmp_path / "data"),
-        database_url=database_url,
-        bootstrap_api_key=key,
-        models_dir=str(tiny_model_dir.parent),
+    env, key = keyed_env(
+        tmp_path / "data",
+        database_url,
+        tiny_model_dir.parent,
         embedded_worker="0",
         log_level="warning",
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO_ROOT, Server, serve, service_env
+from tests.processes import REPO_ROOT, Server, keyed_env, serve
 
 CLIENT_DIR = REPO_ROOT / "web" / "client"
 MODEL = "tiny-chat"  # tests/tiny_model.py, offered by the local engine from FT_MODELS_DIR
@@ -31,12 +30,10 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.fixture
 def live(database_url: str, tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[Server, str]]:
     """The real server with its embedded worker (jobs train the tiny model), and an admin key."""
-    key = secrets.token_hex(20)
-    env = service_env(
-        data_dir=str(tmp_path / "data"),
-        database_url=database_url,
-        bootstrap_api_key=key,
-        models_dir=str(tiny_model_dir.parent),
+    env, key = keyed_env(
+        tmp_path / "data",
+        database_url,
+        tiny_model_dir.parent,
         log_level="warning",
     )
     with serve(tmp_path / "server", env) as server:

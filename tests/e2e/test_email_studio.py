@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.processes import SHARED_DIR, serve, service_env
+from tests.processes import SHARED_DIR, keyed_env, serve
 
 EMAILS = SHARED_DIR / "data" / "emails"
 pytestmark = pytest.mark.skipif(not EMAILS.is_dir(), reason=f"no sample data at {EMAILS}")
@@ -42,12 +41,10 @@ def wait_for(
 def test_history_to_a_promoted_model_improved_from_feedback(
     database_url: str, tmp_path: Path, tiny_model_dir
 ):
-    key = secrets.token_hex(20)
-    env = service_env(
-        data_dir=str(tmp_path / "data"),
-        database_url=database_url,
-        bootstrap_api_key=key,
-        models_dir=str(tiny_model_dir.parent),
+    env, key = keyed_env(
+        tmp_path / "data",
+        database_url,
+        tiny_model_dir.parent,
         worker_poll_seconds="0.2",
         studio_poll_seconds="0.5",
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import secrets
 import tarfile
 import time
 from pathlib import Path
@@ -16,16 +15,14 @@ from openai import OpenAI
 from transformers import AutoModelForCausalLM
 
 from tests.factories import chat_file, job_method
-from tests.processes import run_cli, serve, service_env, start_server
+from tests.processes import keyed_env, run_cli, serve, start_server
 
 
 def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, tiny_model_dir):
-    key = secrets.token_hex(20)
-    env = service_env(
-        data_dir=str(tmp_path / "data"),
-        database_url=database_url,
-        bootstrap_api_key=key,
-        models_dir=str(tiny_model_dir.parent),
+    env, key = keyed_env(
+        tmp_path / "data",
+        database_url,
+        tiny_model_dir.parent,
         worker_poll_seconds="0.2",
     )
     with serve(tmp_path, env) as server:

@@ -4,7 +4,6 @@ receiver that fails three times gets exactly one accepted delivery, across a kil
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 
@@ -13,19 +12,17 @@ from openai import OpenAI
 from openai.types.webhooks import FineTuningJobCancelledWebhookEvent
 
 from tests.factories import chat_file
-from tests.processes import service_env, start_server, stop_server
+from tests.processes import keyed_env, start_server, stop_server
 from tests.webhooks.receiver import receiver
 
 
 def test_webhooks_survive_a_crash_and_reach_a_flaky_receiver_once(
     database_url: str, tmp_path: Path, tiny_model_dir: Path
 ):
-    key = secrets.token_hex(20)
-    env = service_env(
-        data_dir=str(tmp_path / "data"),
-        database_url=database_url,
-        bootstrap_api_key=key,
-        models_dir=str(tiny_model_dir.parent),
+    env, key = keyed_env(
+        tmp_path / "data",
+        database_url,
+        tiny_model_dir.parent,
         embedded_worker="0",  # the job waits in the queue until it is cancelled
         webhooks_allow_private="1",  # the receiver is on loopback
         webhook_retry_base_seconds="0.3",

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
 from service.checkpoints.router import router as checkpoints_router
+from service.dashboard import router as dashboard_router
 from service.db import Database
 from service.engines import build_engines, exit_runs
 from service.engines.base import Engines
@@ -351,6 +352,7 @@ def create_app(settings: Settings, *, engines: Engines | None = None) -> FastAPI
         webhooks_router,
         studio_router,
         seed_router,
+        dashboard_router,
     )
     for router in routers:
         app.include_router(router, responses=_ERROR_RESPONSES)

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(
         default=None, description="Folder of local base models; default <data dir>/models."
     )
+    dashboard_dir: Path | None = Field(
+        default=None,
+        description="The built dashboard served at /; default the one built into the package.",
+    )
     local_models: dict[str, Path] = Field(
         default_factory=dict, description="More local base models: JSON object name -> folder."
     )

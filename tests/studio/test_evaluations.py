@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from service.engines.local.generator import without_nul
 from service.studio.scoring import Item, check, outcome, rouge_l, summarize
 from tests.engines.local_jobs import local_engine
 from tests.factories import assert_envelope, make_tenant, upload
@@ -181,3 +182,34 @@ class TestLocalModel:
         assert summary["heldout_loss"] > 0  # the fake engine (a provider) gives no loss
         assert summary["compare"]["heldout_loss"] is None
         assert summary["rouge_l"] is not None
+
+    async def test_the_tiny_model_judges_its_own_answers(self, client, database):
+        tenant = await make_tenant(database)
+        response = await client.post(
+            EVALUATIONS,
+            headers=tenant.headers,
+            json={
+                "model": "tiny-chat",
+                "prompts": ["Confirme la réunion de jeudi.", "Remercie le client."],
+                "compare_to": {"model": "tiny-chat"},
+                "judge": "tiny-chat",
+                "max_tokens": 40,
+            },
+        )
+        assert response.status_code == 200, response.text
+        evaluation = response.json()
+        assert evaluation["status"] == "completed", evaluation["error"]
+        assert (
+            sum(evaluation["summary"]["head_to_head"][k] for k in ("wins", "losses", "ties")) == 2
+        )
+
+
+def test_a_decoded_nul_byte_is_dropped_from_answers(tiny_model_dir):
+    """An undertrained byte-level model can emit byte 0; the answer (then sent to a judge, stored
+    in PostgreSQL, returned as JSON) must not carry it."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    nul = tokenizer.convert_tokens_to_ids("Ā")  # byte-level BPE's name for byte 0
+    assert tokenizer.decode([nul]) == "\x00"
+    assert without_nul(tokenizer.decode([nul, *tokenizer.encode("Bonjour")])) == "Bonjour"

@@ -7,15 +7,15 @@ import asyncio
 import json
 
 import pytest
-from openai import AsyncOpenAI
 
 from service.engines import build_engines, provider_exit
 from service.engines.upstream.exit import ExitReport
 from service.settings import Settings
-from tests.factories import chat_example, chat_file, jsonl, make_tenant
+from tests.factories import make_tenant
 from tests.processes import run_cli, service_env
+from tests.upstream.accounts import history
 from tests.upstream.conftest import PROVIDER
-from tests.upstream.openai_double import OpenAIDouble, ThreadedDouble
+from tests.upstream.openai_double import ThreadedDouble
 
 
 class Interrupted(Exception):
@@ -27,34 +27,6 @@ def engines(settings: Settings, tiny_model_dir):
     # The local engine with a tiny model, to train again what the provider trained.
     local = settings.model_copy(update={"models_dir": tiny_model_dir.parent})
     return build_engines(local)
-
-
-async def history(double: OpenAIDouble) -> dict[str, str]:
-    """What an account holds at the provider before the exit: files and four ended jobs."""
-    client = AsyncOpenAI(base_url=double.url, api_key=double.api_key, max_retries=0)
-    async with client:
-        training = await client.files.create(
-            file=("emails.jsonl", chat_file(12)), purpose="fine-tune"
-        )
-        validation = await client.files.create(
-            file=("check.jsonl", jsonl([chat_example(i) for i in range(40, 50)])),
-            purpose="fine-tune",
-        )
-        # Too few examples for this service's checks: reported, not imported.
-        await client.files.create(file=("tiny.jsonl", chat_file(3)), purpose="fine-tune")
-        jobs = {}
-        for name, extra in (
-            ("validated", {"validation_file": validation.id, "suffix": "support"}),
-            ("plain", {"suffix": "sales"}),
-            ("failed", {"metadata": {"double_outcome": "failed"}}),
-            ("second", {"validation_file": validation.id}),
-        ):
-            job = await client.fine_tuning.jobs.create(
-                model="gpt-4o-mini-2024-07-18", training_file=training.id, seed=5, **extra
-            )
-            await double.run_to_end(job.id)
-            jobs[name] = job.id
-    return jobs
 
 
 async def _wait_for_run(client, headers) -> dict:

@@ -173,7 +173,7 @@ class Generator:
             ended = eos in new
             if ended:
                 new = new[: new.index(eos)]
-            text = loaded.tokenizer.decode(new, skip_special_tokens=True)
+            text = without_nul(loaded.tokenizer.decode(new, skip_special_tokens=True))
             text, stopped = _cut_at_stop(text, params.stops)
             full = len(new) >= params.max_new_tokens and not (ended or stopped)
             results.append(Generated(text, "length" if full else "stop", len(new)))
@@ -205,7 +205,14 @@ class Generator:
         # counted the tokens.
         outcome["thread"] = thread
         thread.start()
-        return ids.shape[1], _stop_filtered(iter(streamer), params.stops, outcome), outcome
+        pieces = (without_nul(piece) for piece in streamer)
+        return ids.shape[1], _stop_filtered(pieces, params.stops, outcome), outcome
+
+
+def without_nul(text: str) -> str:
+    """The text without NUL characters, which a byte-level tokenizer can decode (an undertrained
+    model does) but no request, JSON column of PostgreSQL or judge prompt accepts."""
+    return text.replace("\x00", "")
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:

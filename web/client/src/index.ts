@@ -166,10 +166,11 @@ function asChat(example: object): object {
   return example;
 }
 
-type Call = <T>(method: string, path: string, body?: FormData | object) => Promise<T>;
+/** A request to the service: the parsed JSON answer, or a ServiceError. */
+export type ServiceRequest = <T>(method: string, path: string, body?: FormData | object) => Promise<T>;
 
-/** A JSON (or multipart) request to the service as this key; errors become ServiceError. */
-function caller(options: ClientOptions): Call {
+/** A JSON (or multipart) request function to the service as this key; errors become ServiceError. */
+export function createRequest(options: ClientOptions): ServiceRequest {
   const base = options.baseUrl.replace(/\/+$/, "");
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   const auth = { Authorization: `Bearer ${options.apiKey}` };
@@ -204,7 +205,7 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
   const base = options.baseUrl.replace(/\/+$/, "");
   const Socket = options.WebSocket ?? globalThis.WebSocket;
   const silenceMs = options.silenceMs ?? SILENCE_MS;
-  const call = caller(options);
+  const call = createRequest(options);
 
   const helpers: FineTuningHelpers = {
     async createTrainingFile(data, filename = "training.jsonl") {
@@ -422,7 +423,7 @@ export function createFineTuningHelpers(options: ClientOptions): FineTuningHelpe
 /** The seed's `costCalculator`, with the service's exact counts instead of length / 4. */
 export function createCostCalculator(options: ClientOptions): CostCalculator {
   const helpers = createFineTuningHelpers(options);
-  const call = caller(options);
+  const call = createRequest(options);
 
   return {
     async estimateTrainingCost(trainingData, model, estimate = {}) {

@@ -1,0 +1,129 @@
+// The dashboard's shell: sign-in, navigation, language, and the page the hash names.
+import { createContext } from "preact";
+import { useContext, useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { applyLang, I18n, initialLang, translator, useT, type Lang } from "./i18n";
+import { href, useRoute, type Route } from "./router";
+import { endSession, restoreSession, type Session } from "./session";
+import { ExitPage } from "./pages/exit";
+import { JobPage } from "./pages/job";
+import { JobsPage } from "./pages/jobs";
+import { ModelsPage } from "./pages/models";
+import { NewJobPage } from "./pages/new-job";
+import { SignInPage } from "./pages/sign-in";
+
+const SessionContext = createContext<Session | null>(null);
+
+/** The signed-in session (pages are only rendered with one). */
+export function useSession(): Session {
+  const session = useContext(SessionContext);
+  if (!session) throw new Error("no session");
+  return session;
+}
+
+const NAV: { route: Route; key: "nav.jobs" | "nav.new" | "nav.models" | "nav.exit" }[] = [
+  { route: { page: "jobs" }, key: "nav.jobs" },
+  { route: { page: "new" }, key: "nav.new" },
+  { route: { page: "models" }, key: "nav.models" },
+  { route: { page: "exit" }, key: "nav.exit" },
+];
+
+function Page({ route }: { route: Route }) {
+  switch (route.page) {
+    case "job":
+      return <JobPage key={route.id} id={route.id} />;
+    case "new":
+      return <NewJobPage key={route.model} model={route.model} />;
+    case "models":
+      return <ModelsPage key={route.model} model={route.model} />;
+    case "exit":
+      return <ExitPage />;
+    default:
+      return <JobsPage />;
+  }
+}
+
+function Header({ lang, setLang, onSignOut }: {
+  lang: Lang;
+  setLang: (lang: Lang) => void;
+  onSignOut: (() => void) | null;
+}) {
+  const t = useT();
+  const route = useRoute();
+  const current = route.page === "job" ? "jobs" : route.page;
+  return (
+    <header class="top">
+      <a class="skip" href="#main">{t("app.skip")}</a>
+      <p class="brand">{t("app.title")}</p>
+      {onSignOut && (
+        <nav aria-label={t("nav.label")}>
+          <ul>
+            {NAV.map(({ route: target, key }) => (
+              <li key={key}>
+                <a href={href(target)} aria-current={target.page === current ? "page" : undefined}>
+                  {t(key)}
+                </a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+      )}
+      <div class="tools">
+        <label>
+          {t("lang.label")}{" "}
+          <select value={lang} onChange={(e) => setLang((e.target as HTMLSelectElement).value as Lang)}>
+            <option value="en" lang="en">English</option>
+            <option value="fr" lang="fr">Français</option>
+          </select>
+        </label>
+        {onSignOut && (
+          <button type="button" class="secondary" onClick={onSignOut}>
+            {t("signin.out")}
+          </button>
+        )}
+      </div>
+    </header>
+  );
+}
+
+export function App() {
+  const [lang, setLang] = useState<Lang>(initialLang);
+  const [session, setSession] = useState<Session | null>(restoreSession);
+  const route = useRoute();
+  const main = useRef<HTMLElement>(null);
+  const i18n = useMemo(() => ({ lang, t: translator(lang) }), [lang]);
+
+  useEffect(() => {
+    applyLang(lang);
+    document.title = i18n.t("app.title");
+  }, [lang, i18n]);
+
+  // A new page moves the focus to its content, as a page load would for a screen reader.
+  const first = useRef(true);
+  useEffect(() => {
+    if (first.current) {
+      first.current = false;
+      return;
+    }
+    main.current?.focus();
+  }, [route]);
+
+  const signOut = (): void => {
+    endSession();
+    setSession(null);
+  };
+
+  return (
+    <I18n.Provider value={i18n}>
+      <Header lang={lang} setLang={setLang} onSignOut={session ? signOut : null} />
+      <main id="main" tabIndex={-1} ref={main}>
+        {session ? (
+          <SessionContext.Provider value={session}>
+            <Page route={route} />
+          </SessionContext.Provider>
+        ) : (
+          <SignInPage onSignIn={setSession} />
+        )}
+      </main>
+    </I18n.Provider>
+  );
+}

@@ -1,0 +1,230 @@
+// A job: status and controls, the live loss chart and event log, and its checkpoints.
+import { useEffect, useState } from "preact/hooks";
+import { JobFailedError, type EventObject, type JobObject } from "@client";
+import { useSession } from "../app";
+import { describe, ErrorNote, StatusBadge, useAction, useLoad } from "../components/common";
+import { LossChart, type MetricsPoint } from "../components/loss-chart";
+import { useDate, useT } from "../i18n";
+import { href } from "../router";
+
+interface Checkpoint {
+  id: string;
+  created_at: number;
+  fine_tuned_model_checkpoint: string;
+  step_number: number;
+  metrics: Record<string, number | null>;
+}
+
+const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+
+/** Points merged by step: the history first, then the stream's, without a step twice. */
+function mergePoints(known: MetricsPoint[], more: MetricsPoint[]): MetricsPoint[] {
+  const byStep = new Map(known.map((point) => [point.step, point]));
+  for (const point of more) byStep.set(point.step, point);
+  return [...byStep.values()].sort((a, b) => a.step - b.step);
+}
+
+/** A metric for reading: integers as they are, others to four decimals. */
+function formatMetric(value: number): string {
+  return Number.isInteger(value) ? String(value) : value.toFixed(4);
+}
+
+/** A `metrics` event as a chart point (its numeric fields). */
+function pointOf(event: EventObject): MetricsPoint | null {
+  const step = event.data.step;
+  if (event.type !== "metrics" || typeof step !== "number") return null;
+  const metrics: Record<string, number> = {};
+  for (const [name, value] of Object.entries(event.data)) {
+    if (typeof value === "number" && Number.isFinite(value)) metrics[name] = value;
+  }
+  return { step, metrics };
+}
+
+export function JobPage({ id }: { id: string }) {
+  const t = useT();
+  const date = useDate();
+  const session = useSession();
+  const path = `/v1/fine_tuning/jobs/${encodeURIComponent(id)}`;
+  const [job, setJob] = useState<JobObject | null>(null);
+  const [loadError, setLoadError] = useState<unknown>(null);
+  const [events, setEvents] = useState<EventObject[]>([]);
+  const [points, setPoints] = useState<MetricsPoint[]>([]);
+  const [streamError, setStreamError] = useState<string | null>(null);
+  const action = useAction();
+  const checkpoints = useLoad(
+    () => session.request<{ data: Checkpoint[] }>("GET", `${path}/checkpoints?limit=100`),
+    [job?.status],
+  );
+  const reloadCheckpoints = checkpoints.reload;
+
+  useEffect(() => {
+    let live = true;
+    session
+      .request<JobObject>("GET", path)
+      .then((found) => live && setJob(found))
+      .catch((reason: unknown) => live && setLoadError(reason));
+    // The whole run's metrics, also after it ended; the stream adds the steps that follow.
+    session
+      .request<{ data: MetricsPoint[] }>("GET", `${path}/metrics`)
+      .then((history) => live && setPoints((known) => mergePoints(history.data, known)))
+      .catch(() => undefined);
+    // The stream replays the whole log from its start, then follows it live; after a drop the
+    // client resumes after the last event it saw, so the log has no gap and no duplicate.
+    let stop: (() => void) | null = null;
+    void session.helpers
+      .monitorJob(id, {
+        onEvent: (event) => {
+          if (!live) return;
+          setEvents((known) => [...known, event]);
+          const point = pointOf(event);
+          if (point) setPoints((known) => mergePoints(known, [point]));
+          if (/checkpoint/i.test(event.message)) reloadCheckpoints();
+        },
+        onStatusChange: (_status, latest) => live && setJob(latest),
+        onComplete: (latest) => live && setJob(latest),
+        onError: (error, latest) => {
+          if (!live) return;
+          if (latest) setJob(latest);
+          if (!(error instanceof JobFailedError)) setStreamError(describe(error));
+        },
+      })
+      .then((monitor) => {
+        if (live) stop = monitor.stop;
+        else monitor.stop();
+      });
+    return () => {
+      live = false;
+      stop?.();
+    };
+  }, [session, id, path, reloadCheckpoints]);
+
+  const control = (verb: "pause" | "resume" | "cancel"): void => {
+    if (verb === "cancel" && !window.confirm(t("job.confirmCancel"))) return;
+    void action.run(async () => setJob(await session.request<JobObject>("POST", `${path}/${verb}`)));
+  };
+
+  if (loadError) return <ErrorNote error={loadError} />;
+  if (!job) return <p>{t("common.loading")}</p>;
+
+  const latest = points.at(-1)?.metrics;
+  const total = latest?.total_steps;
+  const step = points.at(-1)?.step ?? 0;
+  const finished = FINAL.has(job.status);
+
+  return (
+    <article aria-labelledby="job-title">
+      <h1 id="job-title">{t("job.title", { id: job.id })}</h1>
+      <dl class="facts">
+        <div>
+          <dt>{t("common.status")}</dt>
+          <dd aria-live="polite" data-status={job.status}>
+            <StatusBadge status={job.status} />
+          </dd>
+        </div>
+        <div>
+          <dt>{t("job.base")}</dt>
+          <dd>{job.model}</dd>
+        </div>
+        <div>
+          <dt>{t("jobs.method")}</dt>
+          <dd>{job.method.type}</dd>
+        </div>
+        <div>
+          <dt>{t("jobs.result")}</dt>
+          <dd>{job.fine_tuned_model ?? "—"}</dd>
+        </div>
+        <div>
+          <dt>{t("job.trainedTokens")}</dt>
+          <dd>{job.trained_tokens ?? "—"}</dd>
+        </div>
+        <div>
+          <dt>{t("common.created")}</dt>
+          <dd>{date(job.created_at)}</dd>
+        </div>
+      </dl>
+      {total ? (
+        <p>
+          <label for="job-progress">{t("job.progress", { step, total })}</label>{" "}
+          <progress id="job-progress" max={total} value={step} />
+        </p>
+      ) : null}
+      {job.error && <p class="error">{t("job.error", { message: job.error.message })}</p>}
+      <div class="actions">
+        <button type="button" disabled={action.busy || job.status !== "running"} onClick={() => control("pause")}>
+          {t("job.pause")}
+        </button>
+        <button type="button" disabled={action.busy || job.status !== "paused"} onClick={() => control("resume")}>
+          {t("job.resume")}
+        </button>
+        <button type="button" class="danger" disabled={action.busy || finished} onClick={() => control("cancel")}>
+          {t("job.cancel")}
+        </button>
+      </div>
+      <ErrorNote error={action.error} />
+      {streamError && <p class="error" role="alert">{t("job.streamLost", { message: streamError })}</p>}
+
+      <section aria-labelledby="chart-title">
+        <h2 id="chart-title">{t("job.chart")}</h2>
+        <LossChart points={points} />
+      </section>
+
+      <section aria-labelledby="checkpoints-title">
+        <h2 id="checkpoints-title">{t("job.checkpoints")}</h2>
+        <ErrorNote error={checkpoints.error} />
+        {checkpoints.data?.data.length ? (
+          <div class="table-wrap">
+            <table>
+              <thead>
+                <tr>
+                  <th scope="col">{t("common.step")}</th>
+                  <th scope="col">{t("job.checkpointModel")}</th>
+                  <th scope="col">{t("job.metrics")}</th>
+                  <th scope="col">{t("common.actions")}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {checkpoints.data.data.map((checkpoint) => (
+                  <tr key={checkpoint.id}>
+                    <td>{checkpoint.step_number}</td>
+                    <td><code>{checkpoint.fine_tuned_model_checkpoint}</code></td>
+                    <td>
+                      {Object.entries(checkpoint.metrics)
+                        .filter(([name, value]) => name !== "step" && typeof value === "number")
+                        .map(([name, value]) => `${name} ${formatMetric(Number(value))}`)
+                        .join(", ")}
+                    </td>
+                    <td class="row-actions">
+                      <a href={href({ page: "models", model: checkpoint.fine_tuned_model_checkpoint })}>
+                        {t("job.tryIt")}
+                      </a>
+                      <a href={href({ page: "new", model: checkpoint.fine_tuned_model_checkpoint })}>
+                        {t("job.startFrom")}
+                      </a>
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        ) : (
+          <p>{t("common.none")}</p>
+        )}
+      </section>
+
+      <section aria-labelledby="log-title">
+        <h2 id="log-title">{t("job.log")}</h2>
+        <p class="hint">{t("job.logCount", { count: events.length })}</p>
+        <div class="log" role="log" aria-labelledby="log-title" tabIndex={0}>
+          <ol>
+          {events.map((event) => (
+            <li key={event.id} data-event={event.id} class={`level-${event.level}`}>
+              <time dateTime={new Date(event.created_at * 1000).toISOString()}>{date(event.created_at)}</time>{" "}
+              <span class="level">{event.level}</span> {event.message}
+            </li>
+          ))}
+          </ol>
+        </div>
+      </section>
+    </article>
+  );
+}

@@ -1,0 +1,114 @@
+// The jobs list, kept live by the project's stream.
+import { useEffect, useState } from "preact/hooks";
+import type { JobObject } from "@client";
+import { useSession } from "../app";
+import { ErrorNote, StatusBadge, useLoad } from "../components/common";
+import { useDate, useT } from "../i18n";
+import { href } from "../router";
+import { followProject } from "../stream";
+
+interface JobList {
+  data: JobObject[];
+  has_more: boolean;
+}
+
+interface Progress {
+  step: number;
+  total_steps: number | null;
+}
+
+export function JobsPage() {
+  const t = useT();
+  const date = useDate();
+  const session = useSession();
+  const [limit, setLimit] = useState(20);
+  const jobs = useLoad(
+    () => session.request<JobList>("GET", `/v1/fine_tuning/jobs?limit=${limit}`),
+    [limit],
+  );
+  const [progress, setProgress] = useState<Record<string, Progress>>({});
+
+  useEffect(
+    () =>
+      followProject(
+        session,
+        (message) => {
+          if (message.type !== "job") return;
+          const job = message.job as JobObject;
+          if (message.progress) {
+            const step = message.progress;
+            setProgress((known) => ({ ...known, [job.id]: step }));
+          }
+          jobs.update((list) => ({
+            has_more: list?.has_more ?? false,
+            data: upsert(list?.data ?? [], job),
+          }));
+        },
+        jobs.reload,
+      ),
+    [session, jobs.update, jobs.reload],
+  );
+
+  return (
+    <section aria-labelledby="jobs-title">
+      <h1 id="jobs-title">{t("jobs.title")}</h1>
+      <p class="hint">{t("jobs.live")}</p>
+      <ErrorNote error={jobs.error} />
+      {jobs.data === null ? (
+        <p>{t("common.loading")}</p>
+      ) : jobs.data.data.length === 0 ? (
+        <p>{t("common.none")}</p>
+      ) : (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">{t("common.id")}</th>
+                <th scope="col">{t("common.model")}</th>
+                <th scope="col">{t("jobs.method")}</th>
+                <th scope="col">{t("common.status")}</th>
+                <th scope="col">{t("jobs.progress")}</th>
+                <th scope="col">{t("common.created")}</th>
+                <th scope="col">{t("jobs.result")}</th>
+              </tr>
+            </thead>
+            <tbody>
+              {jobs.data.data.map((job) => (
+                <tr key={job.id} data-job={job.id}>
+                  <td>
+                    <a href={href({ page: "job", id: job.id })}>{job.id}</a>
+                  </td>
+                  <td>{job.model}</td>
+                  <td>{job.method.type}</td>
+                  <td>
+                    <StatusBadge status={job.status} />
+                  </td>
+                  <td>{progressText(progress[job.id])}</td>
+                  <td>{date(job.created_at)}</td>
+                  <td>{job.fine_tuned_model ?? "—"}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {jobs.data?.has_more && (
+        <button type="button" class="secondary" onClick={() => setLimit(limit + 20)}>
+          {t("jobs.more")}
+        </button>
+      )}
+    </section>
+  );
+}
+
+function progressText(progress: Progress | undefined): string {
+  if (!progress) return "—";
+  return progress.total_steps ? `${progress.step} / ${progress.total_steps}` : String(progress.step);
+}
+
+/** The list with this job replaced, or added on top when new. */
+function upsert(jobs: JobObject[], job: JobObject): JobObject[] {
+  return jobs.some((known) => known.id === job.id)
+    ? jobs.map((known) => (known.id === job.id ? job : known))
+    : [job, ...jobs];
+}

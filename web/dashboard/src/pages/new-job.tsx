@@ -1,0 +1,355 @@
+// Create a job: a file uploaded or a dataset built from e-mail history, its check, then the method.
+import { useEffect, useState } from "preact/hooks";
+import type { components, FileObject, JobObject } from "@client";
+import { useSession } from "../app";
+import { ErrorNote, useAction } from "../components/common";
+import { useT } from "../i18n";
+import { ModelOptions, useModels } from "../models";
+import { href } from "../router";
+
+type CheckReport = components["schemas"]["CheckReport"];
+type Method = "supervised" | "dpo" | "reinforcement";
+
+interface DatasetReport {
+  n_records: number;
+  n_kept: number;
+  n_training: number;
+  n_validation: number;
+  n_dropped: number;
+  dropped: Record<string, number>;
+  by_language: Record<string, number>;
+  redaction: {
+    enabled: boolean;
+    replaced?: Record<string, number>;
+    records_with_personal_data?: number;
+  };
+}
+
+interface Dataset {
+  id: string;
+  training_file: string;
+  validation_file: string | null;
+  method: string;
+  redacted: boolean;
+  report: DatasetReport;
+}
+
+interface Prepared {
+  trainingFile: string;
+  validationFile: string | null;
+  dataset: Dataset | null;
+  report: CheckReport;
+}
+
+/** A number field's value: the number, or "auto" when empty. */
+function numberOrAuto(value: string): number | "auto" {
+  const number = Number(value);
+  return value.trim() === "" || !Number.isFinite(number) ? "auto" : number;
+}
+
+function Field(props: {
+  id: string;
+  label: string;
+  value: string;
+  onInput: (value: string) => void;
+  type?: "text" | "number";
+  step?: string;
+  min?: string;
+  placeholder?: string;
+  list?: string;
+  required?: boolean;
+}) {
+  const { id, label, onInput, type = "text", ...rest } = props;
+  return (
+    <div class="field">
+      <label for={id}>{label}</label>
+      <input id={id} type={type} {...rest} onInput={(e) => onInput((e.target as HTMLInputElement).value)} />
+    </div>
+  );
+}
+
+/** What a dataset built from e-mail history kept, dropped and replaced. */
+function DatasetView({ dataset }: { dataset: Dataset }) {
+  const t = useT();
+  const report = dataset.report;
+  const replaced = Object.entries(report.redaction.replaced ?? {});
+  const total = replaced.reduce((sum, [, count]) => sum + count, 0);
+  return (
+    <section class="card" aria-labelledby="dataset-title" data-dataset={dataset.id}>
+      <h2 id="dataset-title">
+        {t("new.dataset", { id: dataset.id, train: report.n_training, valid: report.n_validation })}
+      </h2>
+      <dl class="facts">
+        <div>
+          <dt>{t("new.records")}</dt>
+          <dd>{report.n_records}</dd>
+        </div>
+        <div>
+          <dt>{t("new.kept")}</dt>
+          <dd>{report.n_kept}</dd>
+        </div>
+        <div>
+          <dt>{t("new.dropped")}</dt>
+          <dd>
+            {report.n_dropped}
+            {report.n_dropped > 0 &&
+              ` (${Object.entries(report.dropped).map(([reason, count]) => `${reason} ${count}`).join(", ")})`}
+          </dd>
+        </div>
+        <div>
+          <dt>{t("new.languages")}</dt>
+          <dd>{Object.entries(report.by_language).map(([lang, count]) => `${lang} ${count}`).join(", ")}</dd>
+        </div>
+      </dl>
+      <p data-redactions={total}>
+        {report.redaction.enabled
+          ? t("new.redacted", {
+              count: total,
+              records: report.redaction.records_with_personal_data ?? 0,
+              types: replaced.map(([type, count]) => `${type} ${count}`).join(", ") || "—",
+            })
+          : t("new.notRedacted")}
+      </p>
+    </section>
+  );
+}
+
+export function CheckReportView({ report }: { report: CheckReport }) {
+  const t = useT();
+  const issues = [
+    ...report.errors.map((issue) => ({ ...issue, kind: t("new.errors") })),
+    ...report.warnings.map((issue) => ({ ...issue, kind: t("new.warnings") })),
+  ];
+  return (
+    <section aria-labelledby="check-title" class="report" data-valid={String(report.valid)}>
+      <h2 id="check-title">{t("new.check")}</h2>
+      <p class={report.valid ? "ok" : "error"}>{report.valid ? t("new.valid") : t("new.invalid")}</p>
+      <dl class="facts">
+        <div>
+          <dt>{t("new.examples")}</dt>
+          <dd>{report.n_examples}</dd>
+        </div>
+        <div>
+          <dt>{t("new.tokens", { epochs: report.n_epochs })}</dt>
+          <dd data-billed-tokens={report.billed_tokens}>{report.billed_tokens.toLocaleString()}</dd>
+        </div>
+        <div>
+          <dt>{t("new.tokenRange")}</dt>
+          <dd>
+            {report.tokens_per_example.min} – {report.tokens_per_example.max}
+          </dd>
+        </div>
+        <div>
+          <dt>{t("new.cost")}</dt>
+          <dd>
+            {report.estimated_cost_usd == null ? t("new.costLocal") : `$${report.estimated_cost_usd.toFixed(2)}`}
+          </dd>
+        </div>
+      </dl>
+      {issues.length > 0 && (
+        // Errors open the list; warnings alone (long files often have many) stay folded.
+        <details open={report.n_errors > 0}>
+          <summary>
+            {t("new.errors")}: {report.n_errors} · {t("new.warnings")}: {report.n_warnings}
+          </summary>
+          <div class="table-wrap">
+            <table>
+              <thead>
+                <tr>
+                  <th scope="col">{t("new.line")}</th>
+                  <th scope="col">{t("common.status")}</th>
+                  <th scope="col">{t("new.message")}</th>
+                </tr>
+              </thead>
+              <tbody>
+                {issues.map((issue, index) => (
+                  <tr key={index}>
+                    <td>{issue.line}</td>
+                    <td>{issue.kind}</td>
+                    <td>{issue.message}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        </details>
+      )}
+    </section>
+  );
+}
+
+export function NewJobPage({ model: preset }: { model?: string }) {
+  const t = useT();
+  const session = useSession();
+  const models = useModels();
+  const [source, setSource] = useState<"file" | "emails">("file");
+  const [file, setFile] = useState<File | null>(null);
+  const [minRating, setMinRating] = useState("4");
+  const [redact, setRedact] = useState(true);
+  const [method, setMethod] = useState<Method>("supervised");
+  const [model, setModel] = useState(preset ?? "");
+  const [epochs, setEpochs] = useState("");
+  const [batch, setBatch] = useState("");
+  const [lr, setLr] = useState("");
+  const [beta, setBeta] = useState("");
+  const [suffix, setSuffix] = useState("");
+  const [prepared, setPrepared] = useState<Prepared | null>(null);
+  const prepare = useAction();
+  const create = useAction();
+  const baseModel = model || models.data?.[0]?.id || "";
+
+  const check = (trainingFile: string, chosen: Method) =>
+    session.request<CheckReport>("POST", `/v1/files/${trainingFile}/check`, {
+      method: chosen,
+      model: baseModel,
+      ...(epochs.trim() && { n_epochs: Number(epochs) }),
+    });
+
+  const upload = async (purpose: string): Promise<FileObject> => {
+    const form = new FormData();
+    form.append("purpose", purpose);
+    form.append("file", file as File, (file as File).name);
+    return session.request<FileObject>("POST", "/v1/files", form);
+  };
+
+  const onPrepare = (event: Event): void => {
+    event.preventDefault();
+    void prepare.run(async () => {
+      setPrepared(null);
+      if (source === "file") {
+        const uploaded = await upload("fine-tune");
+        const report = await check(uploaded.id, method);
+        setPrepared({ trainingFile: uploaded.id, validationFile: null, dataset: null, report });
+        return;
+      }
+      // The history is uploaded as a file of the project, then turned into training examples
+      // (personal data replaced) with a held-out validation share.
+      const history = await upload("user_data");
+      const dataset = await session.request<Dataset>("POST", "/v1/email/datasets", {
+        file_id: history.id,
+        min_rating: Number(minRating),
+        redact,
+      });
+      const chosen: Method = dataset.method === "dpo" ? "dpo" : "supervised";
+      setMethod(chosen);
+      const report = await check(dataset.training_file, chosen);
+      setPrepared({
+        trainingFile: dataset.training_file,
+        validationFile: dataset.validation_file,
+        dataset,
+        report,
+      });
+    });
+  };
+
+  // The billed tokens depend on the epochs: the check is asked again when they change (the
+  // service caches the file's analysis, so this only recomputes the bill).
+  const trainingFile = prepared?.trainingFile;
+  useEffect(() => {
+    if (!trainingFile) return;
+    const timer = setTimeout(() => {
+      check(trainingFile, method)
+        .then((report) => setPrepared((known) => (known && known.trainingFile === trainingFile ? { ...known, report } : known)))
+        .catch(() => undefined);
+    }, 400);
+    return () => clearTimeout(timer);
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [trainingFile, epochs, method, baseModel]);
+
+  const onCreate = (event: Event): void => {
+    event.preventDefault();
+    if (!prepared) return;
+    void create.run(async () => {
+      const hyperparameters: Record<string, number | "auto"> = {
+        n_epochs: numberOrAuto(epochs),
+        batch_size: numberOrAuto(batch),
+        learning_rate_multiplier: numberOrAuto(lr),
+        ...(method === "dpo" && { beta: numberOrAuto(beta) }),
+      };
+      const job = await session.request<JobObject>("POST", "/v1/fine_tuning/jobs", {
+        model: baseModel,
+        training_file: prepared.trainingFile,
+        ...(prepared.validationFile && { validation_file: prepared.validationFile }),
+        ...(suffix.trim() && { suffix: suffix.trim() }),
+        method: { type: method, [method]: { hyperparameters } },
+      });
+      window.location.hash = href({ page: "job", id: job.id });
+    });
+  };
+
+  return (
+    <section aria-labelledby="new-title">
+      <h1 id="new-title">{t("new.title")}</h1>
+      <form onSubmit={onPrepare} class="card">
+        <fieldset>
+          <legend>{t("new.source")}</legend>
+          <label class="choice">
+            <input type="radio" name="source" checked={source === "file"} onChange={() => setSource("file")} />{" "}
+            {t("new.sourceFile")}
+          </label>
+          <label class="choice">
+            <input type="radio" name="source" checked={source === "emails"} onChange={() => setSource("emails")} />{" "}
+            {t("new.sourceEmails")}
+          </label>
+        </fieldset>
+        <div class="field">
+          <label for="training-file">{source === "file" ? t("new.file") : t("new.history")}</label>
+          <input
+            id="training-file"
+            type="file"
+            accept=".jsonl,application/jsonl,application/x-ndjson"
+            required
+            onChange={(e) => setFile((e.target as HTMLInputElement).files?.[0] ?? null)}
+          />
+        </div>
+        {source === "emails" && (
+          <div class="row">
+            <Field id="min-rating" label={t("new.minRating")} type="number" min="0" step="1" value={minRating} onInput={setMinRating} />
+            <label class="choice">
+              <input type="checkbox" checked={redact} onChange={(e) => setRedact((e.target as HTMLInputElement).checked)} />{" "}
+              {t("new.redact")}
+            </label>
+          </div>
+        )}
+        <div class="row">
+          <Field id="base-model" label={t("common.model")} value={model} placeholder={baseModel} list="model-names" onInput={setModel} />
+          <ModelOptions id="model-names" models={models.data} />
+          <div class="field">
+            <label for="method">{t("new.method")}</label>
+            <select id="method" value={method} onChange={(e) => setMethod((e.target as HTMLSelectElement).value as Method)}>
+              <option value="supervised">{t("new.supervised")}</option>
+              <option value="dpo">{t("new.dpo")}</option>
+              <option value="reinforcement">{t("new.reinforcement")}</option>
+            </select>
+          </div>
+        </div>
+        <button type="submit" disabled={prepare.busy || !file}>
+          {source === "file" ? t("new.upload") : t("new.build")}
+        </button>
+        <ErrorNote error={prepare.error} />
+      </form>
+
+      {prepared?.dataset && <DatasetView dataset={prepared.dataset} />}
+      {prepared && <CheckReportView report={prepared.report} />}
+
+      {prepared?.report.valid && (
+        <form onSubmit={onCreate} class="card" aria-labelledby="settings-title">
+          <h2 id="settings-title">{t("new.settings")}</h2>
+          <div class="row">
+            <Field id="epochs" label={t("new.epochs")} type="number" min="1" step="1" placeholder={t("new.auto")} value={epochs} onInput={setEpochs} />
+            <Field id="batch" label={t("new.batch")} type="number" min="1" step="1" placeholder={t("new.auto")} value={batch} onInput={setBatch} />
+            <Field id="lr" label={t("new.lr")} type="number" min="0" step="any" placeholder={t("new.auto")} value={lr} onInput={setLr} />
+            {method === "dpo" && (
+              <Field id="beta" label={t("new.beta")} type="number" min="0" step="any" placeholder={t("new.auto")} value={beta} onInput={setBeta} />
+            )}
+            <Field id="suffix" label={t("new.suffix")} value={suffix} onInput={setSuffix} />
+          </div>
+          <button type="submit" disabled={create.busy}>
+            {t("new.create")}
+          </button>
+          <ErrorNote error={create.error} />
+        </form>
+      )}
+    </section>
+  );
+}

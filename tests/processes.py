@@ -18,7 +18,8 @@ import httpx
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The project's shared folder (reference texts, sample emails) sits beside the repository.
 SHARED_DIR = REPO_ROOT.parent / "shared"
-STARTUP_TIMEOUT = 20.0
+# Generous: a loaded 2-core machine has taken over 20 s to import torch and migrate.
+STARTUP_TIMEOUT = 60.0
 
 
 def service_env(**settings: str) -> dict[str, str]:

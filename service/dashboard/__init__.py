@@ -18,7 +18,8 @@ BUILT_DIR = Path(__file__).parent / "static"
 _PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+        "style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

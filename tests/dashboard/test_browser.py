@@ -214,7 +214,7 @@ def test_sign_in_upload_train_watch_reload_pause_and_cancel(page, live, api, sho
     # ... and checked again, for supervised training, as soon as the method changes.
     page.get_by_label("Method").select_option("supervised")
     expect(report).to_have_attribute("data-valid", "true")
-    expect(report).to_contain_text("200")
+    expect(report.locator("[data-examples]")).to_have_attribute("data-examples", "200")
     page.get_by_label("Epochs").fill("3")
     page.get_by_label("Batch size").fill("1")
     # The bill follows the epochs: the check is asked again.
@@ -348,6 +348,7 @@ def test_jobs_list_is_live_and_two_models_are_compared(page, live, api, shots):
     page.get_by_label("Model", exact=True).fill(model)
     page.get_by_role("button", name="Promote").click()
     expect(scope_row).to_contain_text(model)
+    page.once("dialog", lambda dialog: dialog.accept())  # going back is confirmed
     scope_row.get_by_role("button", name="Roll back").click()
     expect(scope_row).to_contain_text(checkpoint)
     history_list = page.locator("section[aria-labelledby='history-title'] li")

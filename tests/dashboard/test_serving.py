@@ -63,6 +63,15 @@ async def test_anything_else_under_assets_is_a_404_envelope(settings, engines, b
         assert "not an asset" not in response.text
 
 
+async def test_a_link_out_of_the_assets_folder_is_not_followed(settings, engines, built):
+    (built / "assets" / "link.js").symlink_to(built.parent / "secret.txt")
+    app, client = await _client_for(settings, engines, built)
+    async with app.router.lifespan_context(app), client:
+        response = await client.get("/assets/link.js")
+        assert response.status_code == 404
+        assert "not an asset" not in response.text
+
+
 async def test_the_api_keeps_its_own_answers_beside_the_dashboard(
     settings, engines, built, database
 ):

@@ -27,6 +27,13 @@ const NAV: { route: Route; key: "nav.jobs" | "nav.new" | "nav.models" | "nav.exi
   { route: { page: "exit" }, key: "nav.exit" },
 ];
 
+const PAGE_TITLES = {
+  jobs: "nav.jobs",
+  new: "nav.new",
+  models: "nav.models",
+  exit: "nav.exit",
+} as const;
+
 function Page({ route }: { route: Route }) {
   switch (route.page) {
     case "job":
@@ -92,19 +99,33 @@ export function App() {
   const main = useRef<HTMLElement>(null);
   const i18n = useMemo(() => ({ lang, t: translator(lang) }), [lang]);
 
-  useEffect(() => {
-    applyLang(lang);
-    document.title = i18n.t("app.title");
-  }, [lang, i18n]);
+  useEffect(() => applyLang(lang), [lang]);
 
-  // A new page moves the focus to its content, as a page load would for a screen reader.
+  // Each page has its own title (the tab, the history, a screen reader's first words).
+  useEffect(() => {
+    const t = i18n.t;
+    const page = !session
+      ? t("signin.title")
+      : route.page === "job"
+        ? t("job.title", { id: route.id })
+        : t(PAGE_TITLES[route.page]);
+    document.title = `${page} · ${t("app.title")}`;
+  }, [i18n, route, session]);
+
+  // A new page moves the focus to its heading, as a page load would for a screen reader.
   const first = useRef(true);
   useEffect(() => {
     if (first.current) {
       first.current = false;
       return;
     }
-    main.current?.focus();
+    const heading = main.current?.querySelector("h1");
+    if (heading) {
+      heading.tabIndex = -1;
+      heading.focus();
+    } else {
+      main.current?.focus();
+    }
   }, [route]);
 
   const signOut = (): void => {

@@ -1,6 +1,6 @@
 // French and English texts; English is the source, and French must have every key (checked by tsc).
 import { createContext } from "preact";
-import { useContext } from "preact/hooks";
+import { useContext, useMemo } from "preact/hooks";
 
 const en = {
   "app.title": "Fine-tuning dashboard",
@@ -20,7 +20,17 @@ const en = {
   "common.loading": "Loading…",
   "common.none": "None yet.",
   "common.error": "Error: {message}",
-  "common.refresh": "Refresh",
+  "level.info": "info",
+  "level.warn": "warning",
+  "level.error": "error",
+  "method.supervised": "supervised",
+  "method.dpo": "DPO",
+  "method.reinforcement": "reinforcement",
+  "alias.promote": "promoted",
+  "alias.rollback": "rolled back",
+  "outcome.win": "won",
+  "outcome.loss": "lost",
+  "outcome.tie": "tie",
   "common.model": "Model",
   "common.status": "Status",
   "common.created": "Created",
@@ -52,6 +62,12 @@ const en = {
   "job.chartSummary": "{count} steps; last training loss {loss}",
   "job.chartEmpty": "No metrics yet: the chart fills in as steps are logged.",
   "job.log": "Event log",
+  "chart.loss": "loss",
+  "chart.accuracy": "accuracy",
+  "chart.trainLoss": "training loss",
+  "chart.validLoss": "validation loss",
+  "chart.trainAccuracy": "training accuracy",
+  "chart.table": "The numbers, as a table",
   "job.logCount": "{count} events",
   "job.checkpoints": "Checkpoints",
   "job.checkpointModel": "Checkpoint model",
@@ -101,6 +117,8 @@ const en = {
   "new.suffix": "Model name suffix",
   "new.auto": "auto",
   "new.create": "Start training",
+  "new.grader": "Grader (JSON, as OpenAI's graders)",
+  "new.graderInvalid": "The grader is not valid JSON.",
   "models.title": "Models",
   "models.owner": "Owner",
   "models.playground": "Playground",
@@ -131,6 +149,8 @@ const en = {
   "models.rollback": "Roll back",
   "models.history": "History",
   "models.feedback": "Feedback loop",
+  "models.feedbackStatus": "Feedback loop: {pending} of {threshold} ratings and {rewrites} of {minimum} rewrites before the next retraining; {runs} retraining runs so far.",
+  "models.confirmRollback": "Serve the previous model of {scope} again?",
   "exit.title": "Leave OpenAI",
   "exit.intro": "Take everything out of OpenAI before its fine-tuned models shut down: inventory, import the data and job history, record what the old models write, re-train here and compare.",
   "exit.provider": "Provider",
@@ -177,10 +197,20 @@ const fr: Record<TextKey, string> = {
   "common.loading": "Chargement…",
   "common.none": "Rien pour l'instant.",
   "common.error": "Erreur : {message}",
-  "common.refresh": "Actualiser",
+  "level.info": "info",
+  "level.warn": "avertissement",
+  "level.error": "erreur",
+  "method.supervised": "supervisé",
+  "method.dpo": "DPO",
+  "method.reinforcement": "renforcement",
+  "alias.promote": "promu",
+  "alias.rollback": "retour arrière",
+  "outcome.win": "gagné",
+  "outcome.loss": "perdu",
+  "outcome.tie": "égalité",
   "common.model": "Modèle",
   "common.status": "État",
-  "common.created": "Créée",
+  "common.created": "Création",
   "common.step": "Étape",
   "common.actions": "Actions",
   "common.id": "Identifiant",
@@ -209,6 +239,12 @@ const fr: Record<TextKey, string> = {
   "job.chartSummary": "{count} étapes ; dernière perte d'entraînement {loss}",
   "job.chartEmpty": "Pas encore de mesures : le graphique se remplit à chaque étape.",
   "job.log": "Journal",
+  "chart.loss": "perte",
+  "chart.accuracy": "exactitude",
+  "chart.trainLoss": "perte d'entraînement",
+  "chart.validLoss": "perte de validation",
+  "chart.trainAccuracy": "exactitude d'entraînement",
+  "chart.table": "Les valeurs, en tableau",
   "job.logCount": "{count} événements",
   "job.checkpoints": "Points de contrôle",
   "job.checkpointModel": "Modèle du point de contrôle",
@@ -219,14 +255,14 @@ const fr: Record<TextKey, string> = {
   "job.streamLost": "Le direct s'est interrompu : {message}. Rechargez la page pour vous reconnecter.",
   "new.title": "Nouvelle tâche d'affinage",
   "new.source": "Données d'entraînement",
-  "new.sourceFile": "Téléverser un fichier JSONL",
+  "new.sourceFile": "Importer un fichier JSONL",
   "new.sourceEmails": "Construire à partir de l'historique des e-mails",
   "new.file": "Fichier d'entraînement (JSONL)",
   "new.history": "Historique des e-mails (history.jsonl)",
   "new.minRating": "Garder les e-mails notés au moins",
   "new.redact": "Remplacer les données personnelles",
   "new.build": "Construire le jeu de données",
-  "new.upload": "Téléverser et vérifier",
+  "new.upload": "Importer et vérifier",
   "new.dataset": "Jeu {id} : {train} exemples d'entraînement et {valid} de validation",
   "new.redacted": "Données personnelles remplacées : {count} valeurs dans {records} e-mails ({types}).",
   "new.notRedacted": "Les données personnelles ont été gardées telles quelles (remplacement désactivé).",
@@ -236,7 +272,7 @@ const fr: Record<TextKey, string> = {
   "new.languages": "Langues",
   "new.check": "Rapport de vérification",
   "new.valid": "Le fichier convient à cette méthode et à ce modèle.",
-  "new.invalid": "Le fichier contient des erreurs : corrigez-les et téléversez-le à nouveau.",
+  "new.invalid": "Le fichier contient des erreurs : corrigez-les et importez-le à nouveau.",
   "new.examples": "Exemples",
   "new.tokens": "Jetons facturés ({epochs} époques)",
   "new.tokenRange": "Jetons par exemple (min – max)",
@@ -258,6 +294,8 @@ const fr: Record<TextKey, string> = {
   "new.suffix": "Suffixe du nom du modèle",
   "new.auto": "auto",
   "new.create": "Lancer l'entraînement",
+  "new.grader": "Correcteur (JSON, comme les graders d'OpenAI)",
+  "new.graderInvalid": "Le correcteur n'est pas du JSON valide.",
   "models.title": "Modèles",
   "models.owner": "Propriétaire",
   "models.playground": "Bac à sable",
@@ -278,7 +316,7 @@ const fr: Record<TextKey, string> = {
   "models.evalRunning": "Évaluation en cours : chaque consigne est posée aux deux modèles…",
   "models.passed": "meilleur ou aussi bon",
   "models.notPassed": "pas meilleur",
-  "models.headToHead": "juge : {wins} gagnées, {losses} perdues, {ties} égalités",
+  "models.headToHead": "juge : {wins} victoires, {losses} défaites, {ties} égalités",
   "models.verdict": "Verdict",
   "models.prompt1": "Consigne",
   "models.aliases": "Promotion et retour arrière",
@@ -288,6 +326,8 @@ const fr: Record<TextKey, string> = {
   "models.rollback": "Revenir en arrière",
   "models.history": "Historique",
   "models.feedback": "Boucle de retours",
+  "models.feedbackStatus": "Boucle de retours : {pending} notes sur {threshold} et {rewrites} réécritures sur {minimum} avant le prochain réentraînement ; {runs} réentraînements jusqu'ici.",
+  "models.confirmRollback": "Remettre en service le modèle précédent de {scope} ?",
   "exit.title": "Quitter OpenAI",
   "exit.intro": "Sortez tout d'OpenAI avant l'arrêt de ses modèles affinés : inventaire, import des données et de l'historique des tâches, enregistrement de ce qu'écrivent les anciens modèles, réentraînement ici et comparaison.",
   "exit.provider": "Fournisseur",
@@ -343,14 +383,39 @@ export function useT(): Translate {
   return useContext(I18n).t;
 }
 
-/** A date in the current language. */
+const LOCALES: Record<Lang, string> = { en: "en-GB", fr: "fr-FR" };
+// One formatter per language: building one per call costs about 50 times more (a long log).
+const DATES = new Map<Lang, Intl.DateTimeFormat>();
+const MONEY = new Map<Lang, Intl.NumberFormat>();
+
+/** A date (Unix seconds) in the current language. */
 export function useDate(): (unixSeconds: number | null | undefined) => string {
   const { lang } = useContext(I18n);
-  return (seconds) =>
-    seconds == null
-      ? "—"
-      : new Date(seconds * 1000).toLocaleString(lang === "fr" ? "fr-FR" : "en-GB", {
-          dateStyle: "short",
-          timeStyle: "medium",
-        });
+  return useMemo(() => {
+    let format = DATES.get(lang);
+    if (!format) {
+      format = new Intl.DateTimeFormat(LOCALES[lang], { dateStyle: "short", timeStyle: "medium" });
+      DATES.set(lang, format);
+    }
+    const dates = format;
+    return (seconds: number | null | undefined) => (seconds == null ? "—" : dates.format(seconds * 1000));
+  }, [lang]);
+}
+
+/** Numbers in the current language; `usd` keeps three significant digits of small prices. */
+export function useNumbers(): { count: (value: number) => string; usd: (value: number) => string } {
+  const { lang } = useContext(I18n);
+  return useMemo(() => {
+    let money = MONEY.get(lang);
+    if (!money) {
+      money = new Intl.NumberFormat(LOCALES[lang], {
+        style: "currency",
+        currency: "USD",
+        maximumSignificantDigits: 3,
+      });
+      MONEY.set(lang, money);
+    }
+    const usd = money;
+    return { count: (value: number) => value.toLocaleString(LOCALES[lang]), usd: (value: number) => usd.format(value) };
+  }, [lang]);
 }

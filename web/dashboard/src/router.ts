@@ -10,7 +10,12 @@ export type Route =
 
 /** The route a hash names; the jobs list for anything else. */
 export function parseRoute(hash: string): Route {
-  const parts = hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  let parts: string[];
+  try {
+    parts = hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);
+  } catch {
+    return { page: "jobs" }; // a malformed escape (%E0%A4%A) names no page
+  }
   if (parts[0] === "jobs" && parts[1]) return { page: "job", id: parts[1] };
   // A model after the page's name preselects it (a checkpoint to try, or to train from).
   if (parts[0] === "new") return { page: "new", model: parts[1] };
@@ -32,7 +37,11 @@ export function href(route: Route): string {
 export function useRoute(): Route {
   const [route, setRoute] = useState(() => parseRoute(window.location.hash));
   useEffect(() => {
-    const follow = (): void => setRoute(parseRoute(window.location.hash));
+    // Only "#/..." names a page: "#main" (the skip link) moves the focus and keeps the page.
+    const follow = (): void => {
+      const hash = window.location.hash;
+      if (hash === "" || hash.startsWith("#/")) setRoute(parseRoute(hash));
+    };
     window.addEventListener("hashchange", follow);
     return () => window.removeEventListener("hashchange", follow);
   }, []);

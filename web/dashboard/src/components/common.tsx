@@ -3,6 +3,9 @@ import { useCallback, useEffect, useState } from "preact/hooks";
 import { ServiceError, type JobStatus } from "@client";
 import { useT } from "../i18n";
 
+/** The statuses a job ends in. */
+export const FINAL_STATUSES: ReadonlySet<JobStatus> = new Set<JobStatus>(["succeeded", "failed", "cancelled"]);
+
 /** An error as a sentence: the service's message when it sent one. */
 export function describe(error: unknown): string {
   if (error instanceof ServiceError) return `${error.message} (${error.status})`;
@@ -50,7 +53,7 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[] = []): Loaded
     return () => {
       live = false;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // `load` is new at each render: `deps` say when it means something new.
   }, [round, ...deps]);
   const reload = useCallback(() => setRound((n) => n + 1), []);
   const update = useCallback((change: (data: T | null) => T) => setData(change), []);

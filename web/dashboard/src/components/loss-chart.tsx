@@ -1,5 +1,5 @@
 // The loss/accuracy chart of a run (uPlot on a canvas), with a text summary for screen readers.
-import { useEffect, useRef } from "preact/hooks";
+import { useEffect, useRef, useState } from "preact/hooks";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import { useT } from "../i18n";
@@ -11,9 +11,9 @@ export interface MetricsPoint {
 
 // The series drawn, by the engine's metric names; accuracy has its own 0–1 axis.
 const SERIES = [
-  { key: "train_loss", label: "train_loss", stroke: "#1f5fbf", scale: "loss" },
-  { key: "valid_loss", label: "valid_loss", stroke: "#b3261e", scale: "loss" },
-  { key: "train_mean_token_accuracy", label: "train_accuracy", stroke: "#1e7b34", scale: "accuracy" },
+  { key: "train_loss", label: "chart.trainLoss", stroke: "#1f5fbf", scale: "loss" },
+  { key: "valid_loss", label: "chart.validLoss", stroke: "#b3261e", scale: "loss" },
+  { key: "train_mean_token_accuracy", label: "chart.trainAccuracy", stroke: "#1e7b34", scale: "accuracy" },
 ] as const;
 
 function columns(points: MetricsPoint[]): uPlot.AlignedData {
@@ -39,12 +39,12 @@ export function LossChart({ points }: { points: MetricsPoint[] }) {
         scales: { x: { time: false }, accuracy: { range: [0, 1] } },
         axes: [
           { label: t("common.step") },
-          { scale: "loss", label: "loss" },
-          { scale: "accuracy", label: "accuracy", side: 1, grid: { show: false } },
+          { scale: "loss", label: t("chart.loss") },
+          { scale: "accuracy", label: t("chart.accuracy"), side: 1, grid: { show: false } },
         ],
         series: [
           { label: t("common.step") },
-          ...SERIES.map(({ label, stroke, scale }) => ({ label, stroke, scale, width: 2, spanGaps: true })),
+          ...SERIES.map(({ label, stroke, scale }) => ({ label: t(label), stroke, scale, width: 2, spanGaps: true })),
         ],
       },
       columns(points),
@@ -57,8 +57,7 @@ export function LossChart({ points }: { points: MetricsPoint[] }) {
       plot.current?.destroy();
       plot.current = null;
     };
-    // The chart is built once; points arrive through setData below.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // Built again only for a new language; points arrive through setData below.
   }, [t]);
 
   useEffect(() => {
@@ -71,8 +70,46 @@ export function LossChart({ points }: { points: MetricsPoint[] }) {
     : t("job.chartEmpty");
   return (
     <figure class="chart" data-points={points.length}>
-      <div ref={box} role="img" aria-label={`${t("job.chart")}: ${summary}`} />
+      <div ref={box} role="img" aria-label={t("job.chart")} />
       <figcaption>{summary}</figcaption>
+      <PointsTable points={points} />
     </figure>
+  );
+}
+
+/** The chart's numbers as a table (for screen readers and copying), drawn only when opened. */
+function PointsTable({ points }: { points: MetricsPoint[] }) {
+  const t = useT();
+  const [open, setOpen] = useState(false);
+  return (
+    <details onToggle={(e) => setOpen((e.currentTarget as HTMLDetailsElement).open)}>
+      <summary>{t("chart.table")}</summary>
+      {open && (
+        <div class="table-wrap">
+          <table>
+            <thead>
+              <tr>
+                <th scope="col">{t("common.step")}</th>
+                {SERIES.map(({ key, label }) => (
+                  <th key={key} scope="col">
+                    {t(label)}
+                  </th>
+                ))}
+              </tr>
+            </thead>
+            <tbody>
+              {points.map((point) => (
+                <tr key={point.step}>
+                  <td>{point.step}</td>
+                  {SERIES.map(({ key }) => (
+                    <td key={key}>{point.metrics[key]?.toFixed(4) ?? "—"}</td>
+                  ))}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </details>
   );
 }

@@ -2,11 +2,12 @@
 import { useEffect, useState } from "preact/hooks";
 import { ServiceError, type components, type JobObject } from "@client";
 import { useSession } from "../app";
-import { ErrorNote, StatusBadge, useAction } from "../components/common";
+import { ErrorNote, FINAL_STATUSES, StatusBadge, useAction } from "../components/common";
+import { EvaluationView } from "../components/evaluation";
+import { Field, ModelOptions } from "../components/fields";
 import { useT } from "../i18n";
-import { ModelOptions, useModels } from "../models";
 import { href } from "../router";
-import { EvaluationView } from "./models";
+import { useModels } from "../use-models";
 
 type Evaluation = components["schemas"]["EvaluationObject"];
 
@@ -23,7 +24,7 @@ interface ExitRun {
   error: string | null;
 }
 
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const POLL_MS = 1000;
 
 export function ExitPage() {
   const t = useT();
@@ -38,7 +39,8 @@ export function ExitPage() {
   const [comparisons, setComparisons] = useState<Record<string, Evaluation>>({});
   const list = useAction();
   const act = useAction();
-  const localBase = base || models.data?.find((model) => model.owned_by === "local")?.id || "";
+  const localBases = (models.data ?? []).filter((model) => model.owned_by === "local").map((model) => model.id);
+  const localBase = base || localBases[0] || "";
   const exitPath = `/v1/providers/${encodeURIComponent(provider)}/exit`;
 
   /** The local job an old model's job was imported as, and its re-run here if there is one. */
@@ -66,7 +68,17 @@ export function ExitPage() {
     });
   };
 
-  // A run of the exit is read again every second until it ends, then the inventory is refreshed.
+  // The run of this process, if one was started before this page opened (a 404: none yet).
+  useEffect(() => {
+    session
+      .request<ExitRun>("GET", exitPath)
+      .then(setRun)
+      .catch(() => undefined);
+  }, [session, exitPath]);
+
+  // A running exit is read again every second until it ends (a failed read is tried again),
+  // then the inventory is refreshed.
+  const [tick, setTick] = useState(0);
   useEffect(() => {
     if (run?.status !== "running") return;
     const timer = setTimeout(() => {
@@ -76,25 +88,25 @@ export function ExitPage() {
           setRun(latest);
           if (latest.status !== "running") loadInventory();
         })
-        .catch(() => undefined);
-    }, 1000);
+        .catch(() => setTick((n) => n + 1));
+    }, POLL_MS);
     return () => clearTimeout(timer);
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [session, run, exitPath]);
+    // loadInventory reads the provider field of this render, which is what the run is about.
+  }, [session, run, exitPath, tick]);
 
-  // Re-runs still training are read again every two seconds.
+  // Re-runs still training are read again every two seconds, also after a failed read.
   useEffect(() => {
-    const live = Object.entries(reruns).filter(([, job]) => !FINAL.has(job.status));
+    const live = Object.entries(reruns).filter(([, job]) => !FINAL_STATUSES.has(job.status));
     if (live.length === 0) return;
     const timer = setTimeout(() => {
       void Promise.all(
         live.map(async ([origin, job]) => [origin, await session.request<JobObject>("GET", `/v1/fine_tuning/jobs/${job.id}`)] as const),
       )
         .then((latest) => setReruns((known) => ({ ...known, ...Object.fromEntries(latest) })))
-        .catch(() => undefined);
-    }, 2000);
+        .catch(() => setTick((n) => n + 1));
+    }, 2 * POLL_MS);
     return () => clearTimeout(timer);
-  }, [session, reruns]);
+  }, [session, reruns, tick]);
 
   const startExit = (event: Event): void => {
     event.preventDefault();
@@ -152,10 +164,7 @@ export function ExitPage() {
           }}
         >
           <div class="row">
-            <div class="field">
-              <label for="exit-provider">{t("exit.provider")}</label>
-              <input id="exit-provider" required value={provider} onInput={(e) => setProvider((e.target as HTMLInputElement).value)} />
-            </div>
+            <Field id="exit-provider" label={t("exit.provider")} required value={provider} onInput={setProvider} />
           </div>
           <button type="submit" disabled={list.busy}>
             {t("exit.list")}
@@ -178,16 +187,13 @@ export function ExitPage() {
       <section class="card" aria-labelledby="import-title">
         <h2 id="import-title">{t("exit.import")}</h2>
         <form onSubmit={startExit}>
-          <div class="field">
-            <label for="exit-prompts">{t("exit.promptsFile")}</label>
-            <input id="exit-prompts" value={promptsFile} placeholder="file-…" onInput={(e) => setPromptsFile((e.target as HTMLInputElement).value)} />
-          </div>
+          <Field id="exit-prompts" label={t("exit.promptsFile")} value={promptsFile} placeholder="file-…" onInput={setPromptsFile} />
           <button type="submit" disabled={act.busy || run?.status === "running"}>
             {t("exit.run")}
           </button>
         </form>
         {run && (
-          <div aria-live="polite" data-exit-status={run.status}>
+          <div data-exit-status={run.status}>
             <p>
               <label for="exit-progress">
                 {t("exit.progress", {
@@ -200,7 +206,8 @@ export function ExitPage() {
               <progress id="exit-progress" max={Math.max(run.progress.total, 1)} value={run.progress.done} />
             </p>
             {run.status !== "running" && (
-              <p>
+              // Announced once, when the run ends (not at every second's progress).
+              <p role="status">
                 {t("exit.report", {
                   files: run.report.files_imported,
                   jobs: run.report.jobs_imported,
@@ -225,11 +232,9 @@ export function ExitPage() {
           <h2 id="models-exit-title">
             {t("exit.rerun")} · {t("exit.compare")}
           </h2>
-          <div class="field">
-            <label for="exit-base">{t("exit.base")}</label>
-            <input id="exit-base" list="exit-bases" value={base} placeholder={localBase} onInput={(e) => setBase((e.target as HTMLInputElement).value)} />
-            <ModelOptions id="exit-bases" models={models.data?.filter((model) => model.owned_by === "local") ?? null} />
-          </div>
+          <Field id="exit-base" label={t("exit.base")} list="exit-bases" value={base} placeholder={localBase} onInput={setBase}>
+            <ModelOptions id="exit-bases" names={localBases} />
+          </Field>
           <div class="table-wrap">
             <table>
               <thead>
@@ -263,7 +268,7 @@ export function ExitPage() {
                         <button
                           type="button"
                           class="secondary"
-                          disabled={act.busy || !origin || !localBase || (again !== undefined && !FINAL.has(again.status))}
+                          disabled={act.busy || !origin || !localBase || (again !== undefined && !FINAL_STATUSES.has(again.status))}
                           onClick={() => origin && rerun(origin)}
                         >
                           {t("exit.retrain")}

@@ -1,8 +1,9 @@
 // A job: status and controls, the live loss chart and event log, and its checkpoints.
+import { memo } from "preact/compat";
 import { useEffect, useState } from "preact/hooks";
 import { JobFailedError, type EventObject, type JobObject } from "@client";
 import { useSession } from "../app";
-import { describe, ErrorNote, StatusBadge, useAction, useLoad } from "../components/common";
+import { describe, ErrorNote, FINAL_STATUSES, StatusBadge, useAction, useLoad } from "../components/common";
 import { LossChart, type MetricsPoint } from "../components/loss-chart";
 import { useDate, useT } from "../i18n";
 import { href } from "../router";
@@ -15,7 +16,8 @@ interface Checkpoint {
   metrics: Record<string, number | null>;
 }
 
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+// Events arriving within this window are rendered together.
+const BATCH_MS = 100;
 
 /** Points merged by step: the history first, then the stream's, without a step twice. */
 function mergePoints(known: MetricsPoint[], more: MetricsPoint[]): MetricsPoint[] {
@@ -40,6 +42,17 @@ function pointOf(event: EventObject): MetricsPoint | null {
   return { step, metrics };
 }
 
+/** One line of the log; drawn once, not again when later lines arrive. */
+const EventLine = memo(function EventLine({ event, date }: { event: EventObject; date: (seconds: number) => string }) {
+  const t = useT();
+  return (
+    <li data-event={event.id} class={`level-${event.level}`}>
+      <time dateTime={new Date(event.created_at * 1000).toISOString()}>{date(event.created_at)}</time>{" "}
+      <span class="level">{t(`level.${event.level}`)}</span> {event.message}
+    </li>
+  );
+});
+
 export function JobPage({ id }: { id: string }) {
   const t = useT();
   const date = useDate();
@@ -61,24 +74,34 @@ export function JobPage({ id }: { id: string }) {
     let live = true;
     session
       .request<JobObject>("GET", path)
-      .then((found) => live && setJob(found))
+      // The stream's snapshot may have come first: it is the newer one then.
+      .then((found) => live && setJob((known) => known ?? found))
       .catch((reason: unknown) => live && setLoadError(reason));
     // The whole run's metrics, also after it ended; the stream adds the steps that follow.
     session
       .request<{ data: MetricsPoint[] }>("GET", `${path}/metrics`)
       .then((history) => live && setPoints((known) => mergePoints(history.data, known)))
       .catch(() => undefined);
+    // Events are applied in batches: a replayed log of thousands arrives in a few renders.
+    const pending: EventObject[] = [];
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const flush = (): void => {
+      timer = null;
+      if (!live) return;
+      const batch = pending.splice(0);
+      setEvents((known) => [...known, ...batch]);
+      const steps = batch.map(pointOf).filter((point): point is MetricsPoint => point !== null);
+      if (steps.length) setPoints((known) => mergePoints(known, steps));
+      if (batch.some((event) => /checkpoint/i.test(event.message))) reloadCheckpoints();
+    };
     // The stream replays the whole log from its start, then follows it live; after a drop the
     // client resumes after the last event it saw, so the log has no gap and no duplicate.
     let stop: (() => void) | null = null;
     void session.helpers
       .monitorJob(id, {
         onEvent: (event) => {
-          if (!live) return;
-          setEvents((known) => [...known, event]);
-          const point = pointOf(event);
-          if (point) setPoints((known) => mergePoints(known, [point]));
-          if (/checkpoint/i.test(event.message)) reloadCheckpoints();
+          pending.push(event);
+          timer ??= setTimeout(flush, BATCH_MS);
         },
         onStatusChange: (_status, latest) => live && setJob(latest),
         onComplete: (latest) => live && setJob(latest),
@@ -94,6 +117,7 @@ export function JobPage({ id }: { id: string }) {
       });
     return () => {
       live = false;
+      if (timer !== null) clearTimeout(timer);
       stop?.();
     };
   }, [session, id, path, reloadCheckpoints]);
@@ -109,7 +133,7 @@ export function JobPage({ id }: { id: string }) {
   const latest = points.at(-1)?.metrics;
   const total = latest?.total_steps;
   const step = points.at(-1)?.step ?? 0;
-  const finished = FINAL.has(job.status);
+  const finished = FINAL_STATUSES.has(job.status);
 
   return (
     <article aria-labelledby="job-title">
@@ -127,7 +151,7 @@ export function JobPage({ id }: { id: string }) {
         </div>
         <div>
           <dt>{t("jobs.method")}</dt>
-          <dd>{job.method.type}</dd>
+          <dd>{t(`method.${job.method.type}`)}</dd>
         </div>
         <div>
           <dt>{t("jobs.result")}</dt>
@@ -214,13 +238,11 @@ export function JobPage({ id }: { id: string }) {
       <section aria-labelledby="log-title">
         <h2 id="log-title">{t("job.log")}</h2>
         <p class="hint">{t("job.logCount", { count: events.length })}</p>
-        <div class="log" role="log" aria-labelledby="log-title" tabIndex={0}>
+        {/* A log, but not read aloud line by line: a replay is thousands of lines. */}
+        <div class="log" role="log" aria-live="off" aria-labelledby="log-title" tabIndex={0}>
           <ol>
           {events.map((event) => (
-            <li key={event.id} data-event={event.id} class={`level-${event.level}`}>
-              <time dateTime={new Date(event.created_at * 1000).toISOString()}>{date(event.created_at)}</time>{" "}
-              <span class="level">{event.level}</span> {event.message}
-            </li>
+            <EventLine key={event.id} event={event} date={date} />
           ))}
           </ol>
         </div>

@@ -28,11 +28,12 @@ export function JobsPage() {
   );
   const [progress, setProgress] = useState<Record<string, Progress>>({});
 
+  const [ended, setEnded] = useState<string | null>(null);
+
   useEffect(
     () =>
-      followProject(
-        session,
-        (message) => {
+      followProject(session, {
+        onMessage: (message) => {
           if (message.type !== "job") return;
           const job = message.job as JobObject;
           if (message.progress) {
@@ -41,18 +42,24 @@ export function JobsPage() {
           }
           jobs.update((list) => ({
             has_more: list?.has_more ?? false,
-            data: upsert(list?.data ?? [], job),
+            data: upsert(list?.data ?? [], job, list?.has_more ?? false),
           }));
         },
-        jobs.reload,
-      ),
+        // Live-only: what changed before the stream opened (or while it was down) is listed.
+        onOpen: jobs.reload,
+        onEnd: setEnded,
+      }),
     [session, jobs.update, jobs.reload],
   );
 
   return (
     <section aria-labelledby="jobs-title">
       <h1 id="jobs-title">{t("jobs.title")}</h1>
-      <p class="hint">{t("jobs.live")}</p>
+      {ended ? (
+        <p class="error" role="alert">{t("job.streamLost", { message: ended })}</p>
+      ) : (
+        <p class="hint">{t("jobs.live")}</p>
+      )}
       <ErrorNote error={jobs.error} />
       {jobs.data === null ? (
         <p>{t("common.loading")}</p>
@@ -79,7 +86,7 @@ export function JobsPage() {
                     <a href={href({ page: "job", id: job.id })}>{job.id}</a>
                   </td>
                   <td>{job.model}</td>
-                  <td>{job.method.type}</td>
+                  <td>{t(`method.${job.method.type}`)}</td>
                   <td>
                     <StatusBadge status={job.status} />
                   </td>
@@ -106,9 +113,13 @@ function progressText(progress: Progress | undefined): string {
   return progress.total_steps ? `${progress.step} / ${progress.total_steps}` : String(progress.step);
 }
 
-/** The list with this job replaced, or added on top when new. */
-function upsert(jobs: JobObject[], job: JobObject): JobObject[] {
-  return jobs.some((known) => known.id === job.id)
-    ? jobs.map((known) => (known.id === job.id ? job : known))
-    : [job, ...jobs];
+/** The list with this job replaced; a job not listed yet is placed by its creation time, unless
+ * it is older than the loaded page (it belongs to a page not loaded). */
+function upsert(jobs: JobObject[], job: JobObject, hasMore: boolean): JobObject[] {
+  if (jobs.some((known) => known.id === job.id)) {
+    return jobs.map((known) => (known.id === job.id ? job : known));
+  }
+  const oldest = jobs.at(-1);
+  if (hasMore && oldest && job.created_at < oldest.created_at) return jobs;
+  return [...jobs, job].sort((a, b) => b.created_at - a.created_at);
 }

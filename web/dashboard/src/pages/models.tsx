@@ -1,10 +1,12 @@
 // Models: a side-by-side playground, evaluations, promotion/rollback of scopes, the feedback loop.
-import { useState } from "preact/hooks";
+import { useRef, useState } from "preact/hooks";
 import type { components } from "@client";
 import { useSession } from "../app";
 import { describe, ErrorNote, useAction, useLoad } from "../components/common";
 import { useDate, useT } from "../i18n";
-import { ModelOptions, useModels } from "../models";
+import { EvaluationView } from "../components/evaluation";
+import { Field, ModelOptions } from "../components/fields";
+import { useModels } from "../use-models";
 
 type Schemas = components["schemas"];
 type Evaluation = Schemas["EvaluationObject"];
@@ -12,15 +14,6 @@ type Alias = Schemas["AliasObject"];
 type AliasChange = Schemas["AliasChangeObject"];
 type FeedbackStatus = Schemas["FeedbackStatus"];
 
-interface EvaluationResult {
-  prompt: string;
-  response: string | null;
-  success: boolean;
-  rouge_l: number | null;
-  checks: { passed: boolean };
-  compare?: { response: string | null; rouge_l: number | null; checks: { passed: boolean } };
-  judgement?: { outcome: "win" | "loss" | "tie" };
-}
 
 const SLOTS = 3;
 
@@ -34,6 +27,8 @@ function Playground({ preset, models }: { preset?: string; models: string[] }) {
   const [system, setSystem] = useState("");
   const [prompt, setPrompt] = useState("");
   const [answers, setAnswers] = useState<Record<number, { text?: string; error?: string; busy: boolean }>>({});
+  // Each send is numbered: a slow answer to an earlier message never replaces a newer one.
+  const sent = useRef(0);
 
   const send = (event: Event): void => {
     event.preventDefault();
@@ -41,24 +36,21 @@ function Playground({ preset, models }: { preset?: string; models: string[] }) {
       ...(system.trim() ? [{ role: "system", content: system }] : []),
       { role: "user", content: prompt },
     ];
+    const round = ++sent.current;
+    const answer = (slot: number, value: { text?: string; error?: string; busy: boolean }): void => {
+      if (round === sent.current) setAnswers((known) => ({ ...known, [slot]: value }));
+    };
     names.forEach((name, slot) => {
       if (!name.trim()) return;
-      setAnswers((known) => ({ ...known, [slot]: { busy: true } }));
+      answer(slot, { busy: true });
       session
         .request<Schemas["ChatCompletion"]>("POST", "/v1/chat/completions", {
           model: name.trim(),
           messages,
           max_tokens: 200,
         })
-        .then((completion) =>
-          setAnswers((known) => ({
-            ...known,
-            [slot]: { busy: false, text: completion.choices[0]?.message.content ?? "" },
-          })),
-        )
-        .catch((error: unknown) =>
-          setAnswers((known) => ({ ...known, [slot]: { busy: false, error: describe(error) } })),
-        );
+        .then((completion) => answer(slot, { busy: false, text: completion.choices[0]?.message.content ?? "" }))
+        .catch((error: unknown) => answer(slot, { busy: false, error: describe(error) }));
     });
   };
 
@@ -69,29 +61,17 @@ function Playground({ preset, models }: { preset?: string; models: string[] }) {
       <form onSubmit={send}>
         <div class="row">
           {names.map((name, slot) => (
-            <div class="field" key={slot}>
-              <label for={`slot-${slot}`}>{t("models.slot", { n: slot + 1 })}</label>
-              <input
-                id={`slot-${slot}`}
-                list="playground-models"
-                value={name}
-                onInput={(e) => {
-                  const value = (e.target as HTMLInputElement).value;
-                  setNames((known) => known.map((old, index) => (index === slot ? value : old)));
-                }}
-              />
-            </div>
+            <Field
+              key={slot}
+              id={`slot-${slot}`}
+              label={t("models.slot", { n: slot + 1 })}
+              list="model-names"
+              value={name}
+              onInput={(value) => setNames((known) => known.map((old, index) => (index === slot ? value : old)))}
+            />
           ))}
         </div>
-        <datalist id="playground-models">
-          {models.map((model) => (
-            <option key={model} value={model} />
-          ))}
-        </datalist>
-        <div class="field">
-          <label for="playground-system">{t("models.system")}</label>
-          <input id="playground-system" value={system} onInput={(e) => setSystem((e.target as HTMLInputElement).value)} />
-        </div>
+        <Field id="playground-system" label={t("models.system")} value={system} onInput={setSystem} />
         <div class="field">
           <label for="playground-prompt">{t("models.prompt")}</label>
           <textarea
@@ -126,58 +106,6 @@ function Playground({ preset, models }: { preset?: string; models: string[] }) {
   );
 }
 
-export function EvaluationView({ evaluation }: { evaluation: Evaluation }) {
-  const t = useT();
-  const results = (evaluation.results ?? []) as unknown as EvaluationResult[];
-  const summary = evaluation.summary ?? {};
-  const compared = evaluation.compare_to as { model?: string; file_id?: string } | null;
-  const baseline = compared?.model ?? (compared?.file_id ? t("models.recorded", { file: compared.file_id }) : "—");
-  const headToHead = summary.head_to_head as { wins: number; losses: number; ties: number } | undefined;
-  const verdict = summary.verdict as { passed: boolean; reasons: string[] } | undefined;
-  return (
-    <section class="evaluation" data-evaluation={evaluation.id} data-status={evaluation.status}>
-      <h3>
-        {evaluation.model} · {baseline}
-      </h3>
-      {evaluation.error && <p class="error">{evaluation.error}</p>}
-      {verdict && (
-        <p data-passed={String(verdict.passed)}>
-          {t("models.verdict")}:{" "}
-          <strong class={verdict.passed ? "ok" : "error"}>
-            {verdict.passed ? t("models.passed") : t("models.notPassed")}
-          </strong>
-          {headToHead && ` · ${t("models.headToHead", headToHead)}`}
-          {verdict.reasons.length > 0 && ` · ${verdict.reasons.join("; ")}`}
-        </p>
-      )}
-      {results.length > 0 && (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">{t("models.prompt1")}</th>
-                <th scope="col">{evaluation.model}</th>
-                <th scope="col">{baseline}</th>
-                {headToHead && <th scope="col">{t("models.judged")}</th>}
-              </tr>
-            </thead>
-            <tbody>
-              {results.map((result, index) => (
-                <tr key={index}>
-                  <td>{result.prompt}</td>
-                  <td>{result.response ?? "—"}</td>
-                  <td>{result.compare?.response ?? "—"}</td>
-                  {headToHead && <td>{result.judgement?.outcome ?? "—"}</td>}
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
-      )}
-    </section>
-  );
-}
-
 function Evaluations({ models }: { models: string[] }) {
   const t = useT();
   const session = useSession();
@@ -208,24 +136,10 @@ function Evaluations({ models }: { models: string[] }) {
       <h2 id="evaluations-title">{t("models.evaluations")}</h2>
       <form onSubmit={start}>
         <div class="row">
-          <div class="field">
-            <label for="eval-model">{t("models.evalModel")}</label>
-            <input id="eval-model" list="eval-models" required value={model} onInput={(e) => setModel((e.target as HTMLInputElement).value)} />
-          </div>
-          <div class="field">
-            <label for="eval-baseline">{t("models.evalBaseline")}</label>
-            <input id="eval-baseline" list="eval-models" value={baseline} onInput={(e) => setBaseline((e.target as HTMLInputElement).value)} />
-          </div>
-          <div class="field">
-            <label for="eval-judge">{t("models.evalJudge")}</label>
-            <input id="eval-judge" list="eval-models" value={judge} onInput={(e) => setJudge((e.target as HTMLInputElement).value)} />
-          </div>
+          <Field id="eval-model" label={t("models.evalModel")} list="model-names" required value={model} onInput={setModel} />
+          <Field id="eval-baseline" label={t("models.evalBaseline")} list="model-names" value={baseline} onInput={setBaseline} />
+          <Field id="eval-judge" label={t("models.evalJudge")} list="model-names" value={judge} onInput={setJudge} />
         </div>
-        <datalist id="eval-models">
-          {models.map((name) => (
-            <option key={name} value={name} />
-          ))}
-        </datalist>
         <div class="field">
           <label for="eval-prompts">{t("models.evalPrompts")}</label>
           <textarea id="eval-prompts" rows={4} required value={prompts} onInput={(e) => setPrompts((e.target as HTMLTextAreaElement).value)} />
@@ -241,30 +155,33 @@ function Evaluations({ models }: { models: string[] }) {
   );
 }
 
-function Aliases({ models }: { models: string[] }) {
+function Aliases() {
   const t = useT();
   const date = useDate();
   const session = useSession();
   const aliases = useLoad(async () => (await session.request<{ data: Alias[] }>("GET", "/v1/email/aliases")).data);
   const [scope, setScope] = useState("");
   const [model, setModel] = useState("");
-  const [history, setHistory] = useState<{ scope: string; changes: AliasChange[] } | null>(null);
-  const [feedback, setFeedback] = useState<FeedbackStatus | null>(null);
+  // A scope's history and feedback status, read together so they always belong to one scope.
+  const [shown, setShown] = useState<{ scope: string; changes: AliasChange[]; feedback: FeedbackStatus } | null>(null);
   const action = useAction();
 
-  const show = (name: string): void => {
-    void action.run(async () => {
-      const path = `/v1/email/aliases/${encodeURIComponent(name)}/history`;
-      const changes = (await session.request<{ data: AliasChange[] }>("GET", path)).data;
-      setHistory({ scope: name, changes });
-      setFeedback(await session.request<FeedbackStatus>("GET", `/v1/email/feedback/${encodeURIComponent(name)}`));
-    });
+  const load = async (name: string): Promise<void> => {
+    const scopePath = encodeURIComponent(name);
+    const [changes, feedback] = await Promise.all([
+      session.request<{ data: AliasChange[] }>("GET", `/v1/email/aliases/${scopePath}/history`),
+      session.request<FeedbackStatus>("GET", `/v1/email/feedback/${scopePath}`),
+    ]);
+    setShown({ scope: name, changes: changes.data, feedback });
   };
+  const show = (name: string): void => void action.run(() => load(name));
   const change = (name: string, verb: "promote" | "rollback", body: object): void => {
+    // What a scope serves is production: going back is confirmed first.
+    if (verb === "rollback" && !window.confirm(t("models.confirmRollback", { scope: name }))) return;
     void action.run(async () => {
       await session.request("POST", `/v1/email/aliases/${encodeURIComponent(name)}/${verb}`, body);
       aliases.reload();
-      show(name);
+      await load(name);
     });
   };
 
@@ -310,43 +227,35 @@ function Aliases({ models }: { models: string[] }) {
         }}
       >
         <div class="row">
-          <div class="field">
-            <label for="alias-scope">{t("models.scope")}</label>
-            <input id="alias-scope" required value={scope} onInput={(e) => setScope((e.target as HTMLInputElement).value)} />
-          </div>
-          <div class="field">
-            <label for="alias-model">{t("common.model")}</label>
-            <input id="alias-model" list="alias-models" required value={model} onInput={(e) => setModel((e.target as HTMLInputElement).value)} />
-          </div>
+          <Field id="alias-scope" label={t("models.scope")} required value={scope} onInput={setScope} />
+          <Field id="alias-model" label={t("common.model")} list="model-names" required value={model} onInput={setModel} />
         </div>
-        <datalist id="alias-models">
-          {models.map((name) => (
-            <option key={name} value={name} />
-          ))}
-        </datalist>
         <button type="submit" disabled={action.busy}>
           {t("models.promote")}
         </button>
       </form>
-      {history && (
+      {shown && (
         <section aria-labelledby="history-title">
           <h3 id="history-title">
-            {t("models.history")}: {history.scope}
+            {t("models.history")}: {shown.scope}
           </h3>
           <ol>
-            {history.changes.map((item) => (
+            {shown.changes.map((item) => (
               <li key={item.id}>
-                {date(item.created_at)} · {item.action} · {item.previous_model ?? "—"} → {item.model}
+                {date(item.created_at)} · {t(`alias.${item.action}`)} · {item.previous_model ?? "—"} → {item.model}
                 {item.reason ? ` · ${item.reason}` : ""}
               </li>
             ))}
           </ol>
-          {feedback && (
-            <p>
-              {t("models.feedback")}: {feedback.pending_feedback} / {feedback.threshold} ·{" "}
-              {feedback.runs.length} runs · {feedback.current_model ?? "—"}
-            </p>
-          )}
+          <p data-feedback={shown.feedback.pending_feedback}>
+            {t("models.feedbackStatus", {
+              pending: shown.feedback.pending_feedback,
+              threshold: shown.feedback.threshold,
+              rewrites: shown.feedback.pending_rewrites,
+              minimum: shown.feedback.min_rewrites,
+              runs: shown.feedback.runs.length,
+            })}
+          </p>
         </section>
       )}
     </section>
@@ -362,7 +271,7 @@ export function ModelsPage({ model }: { model?: string }) {
     <section aria-labelledby="models-title">
       <h1 id="models-title">{t("models.title")}</h1>
       <ErrorNote error={models.error} />
-      <ModelOptions id="all-models" models={models.data} />
+      <ModelOptions id="model-names" names={names} />
       {models.data && (
         <div class="table-wrap">
           <table>
@@ -387,7 +296,7 @@ export function ModelsPage({ model }: { model?: string }) {
       )}
       {models.data && <Playground preset={model} models={names} />}
       <Evaluations models={names} />
-      <Aliases models={names} />
+      <Aliases />
     </section>
   );
 }

@@ -2,10 +2,11 @@
 import { useEffect, useState } from "preact/hooks";
 import type { components, FileObject, JobObject } from "@client";
 import { useSession } from "../app";
-import { ErrorNote, useAction } from "../components/common";
-import { useT } from "../i18n";
-import { ModelOptions, useModels } from "../models";
+import { describe, ErrorNote, useAction } from "../components/common";
+import { Field, ModelOptions } from "../components/fields";
+import { useNumbers, useT } from "../i18n";
 import { href } from "../router";
+import { useModels } from "../use-models";
 
 type CheckReport = components["schemas"]["CheckReport"];
 type Method = "supervised" | "dpo" | "reinforcement";
@@ -41,32 +42,25 @@ interface Prepared {
   report: CheckReport;
 }
 
+// Reinforcement needs a grader: OpenAI's grader objects, written as JSON.
+const DEFAULT_GRADER = JSON.stringify(
+  {
+    type: "text_similarity",
+    name: "close_to_reference",
+    input: "{{sample.output_text}}",
+    reference: "{{item.reference}}",
+    evaluation_metric: "rouge_l",
+  },
+  null,
+  2,
+);
+
 /** A number field's value: the number, or "auto" when empty. */
 function numberOrAuto(value: string): number | "auto" {
   const number = Number(value);
   return value.trim() === "" || !Number.isFinite(number) ? "auto" : number;
 }
 
-function Field(props: {
-  id: string;
-  label: string;
-  value: string;
-  onInput: (value: string) => void;
-  type?: "text" | "number";
-  step?: string;
-  min?: string;
-  placeholder?: string;
-  list?: string;
-  required?: boolean;
-}) {
-  const { id, label, onInput, type = "text", ...rest } = props;
-  return (
-    <div class="field">
-      <label for={id}>{label}</label>
-      <input id={id} type={type} {...rest} onInput={(e) => onInput((e.target as HTMLInputElement).value)} />
-    </div>
-  );
-}
 
 /** What a dataset built from e-mail history kept, dropped and replaced. */
 function DatasetView({ dataset }: { dataset: Dataset }) {
@@ -116,6 +110,7 @@ function DatasetView({ dataset }: { dataset: Dataset }) {
 
 export function CheckReportView({ report }: { report: CheckReport }) {
   const t = useT();
+  const numbers = useNumbers();
   const issues = [
     ...report.errors.map((issue) => ({ ...issue, kind: t("new.errors") })),
     ...report.warnings.map((issue) => ({ ...issue, kind: t("new.warnings") })),
@@ -127,11 +122,11 @@ export function CheckReportView({ report }: { report: CheckReport }) {
       <dl class="facts">
         <div>
           <dt>{t("new.examples")}</dt>
-          <dd>{report.n_examples}</dd>
+          <dd data-examples={report.n_examples}>{numbers.count(report.n_examples)}</dd>
         </div>
         <div>
           <dt>{t("new.tokens", { epochs: report.n_epochs })}</dt>
-          <dd data-billed-tokens={report.billed_tokens}>{report.billed_tokens.toLocaleString()}</dd>
+          <dd data-billed-tokens={report.billed_tokens}>{numbers.count(report.billed_tokens)}</dd>
         </div>
         <div>
           <dt>{t("new.tokenRange")}</dt>
@@ -142,7 +137,7 @@ export function CheckReportView({ report }: { report: CheckReport }) {
         <div>
           <dt>{t("new.cost")}</dt>
           <dd>
-            {report.estimated_cost_usd == null ? t("new.costLocal") : `$${report.estimated_cost_usd.toFixed(2)}`}
+            {report.estimated_cost_usd == null ? t("new.costLocal") : numbers.usd(report.estimated_cost_usd)}
           </dd>
         </div>
       </dl>
@@ -193,10 +188,25 @@ export function NewJobPage({ model: preset }: { model?: string }) {
   const [lr, setLr] = useState("");
   const [beta, setBeta] = useState("");
   const [suffix, setSuffix] = useState("");
+  const [grader, setGrader] = useState(DEFAULT_GRADER);
   const [prepared, setPrepared] = useState<Prepared | null>(null);
+  const [recheckError, setRecheckError] = useState<string | null>(null);
   const prepare = useAction();
   const create = useAction();
-  const baseModel = model || models.data?.[0]?.id || "";
+  const baseModel = model.trim();
+
+  // The base model is shown, never assumed: a local one is filled in once the list is known.
+  const firstLocal = models.data?.find((entry) => entry.owned_by === "local")?.id;
+  useEffect(() => {
+    if (firstLocal) setModel((known) => known || firstLocal);
+  }, [firstLocal]);
+
+  // Another file or source: what was checked no longer stands for what would be trained.
+  const choose = (next: { source?: "file" | "emails"; file?: File | null }): void => {
+    if (next.source !== undefined) setSource(next.source);
+    if (next.file !== undefined) setFile(next.file);
+    setPrepared(null);
+  };
 
   const check = (trainingFile: string, chosen: Method) =>
     session.request<CheckReport>("POST", `/v1/files/${trainingFile}/check`, {
@@ -244,16 +254,25 @@ export function NewJobPage({ model: preset }: { model?: string }) {
 
   // The billed tokens depend on the epochs: the check is asked again when they change (the
   // service caches the file's analysis, so this only recomputes the bill).
+  // Only the latest question's answer is shown; a refusal (epochs out of range) is shown too.
   const trainingFile = prepared?.trainingFile;
   useEffect(() => {
-    if (!trainingFile) return;
+    if (!trainingFile || !baseModel) return;
+    let current = true;
     const timer = setTimeout(() => {
       check(trainingFile, method)
-        .then((report) => setPrepared((known) => (known && known.trainingFile === trainingFile ? { ...known, report } : known)))
-        .catch(() => undefined);
+        .then((report) => {
+          if (!current) return;
+          setRecheckError(null);
+          setPrepared((known) => (known && known.trainingFile === trainingFile ? { ...known, report } : known));
+        })
+        .catch((error: unknown) => current && setRecheckError(describe(error)));
     }, 400);
-    return () => clearTimeout(timer);
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    return () => {
+      current = false;
+      clearTimeout(timer);
+    };
+    // `check` is new at each render; these are what it reads.
   }, [trainingFile, epochs, method, baseModel]);
 
   const onCreate = (event: Event): void => {
@@ -266,12 +285,20 @@ export function NewJobPage({ model: preset }: { model?: string }) {
         learning_rate_multiplier: numberOrAuto(lr),
         ...(method === "dpo" && { beta: numberOrAuto(beta) }),
       };
+      const section: Record<string, unknown> = { hyperparameters };
+      if (method === "reinforcement") {
+        try {
+          section.grader = JSON.parse(grader) as unknown;
+        } catch {
+          throw new Error(t("new.graderInvalid"));
+        }
+      }
       const job = await session.request<JobObject>("POST", "/v1/fine_tuning/jobs", {
         model: baseModel,
         training_file: prepared.trainingFile,
         ...(prepared.validationFile && { validation_file: prepared.validationFile }),
         ...(suffix.trim() && { suffix: suffix.trim() }),
-        method: { type: method, [method]: { hyperparameters } },
+        method: { type: method, [method]: section },
       });
       window.location.hash = href({ page: "job", id: job.id });
     });
@@ -284,11 +311,11 @@ export function NewJobPage({ model: preset }: { model?: string }) {
         <fieldset>
           <legend>{t("new.source")}</legend>
           <label class="choice">
-            <input type="radio" name="source" checked={source === "file"} onChange={() => setSource("file")} />{" "}
+            <input type="radio" name="source" checked={source === "file"} onChange={() => choose({ source: "file" })} />{" "}
             {t("new.sourceFile")}
           </label>
           <label class="choice">
-            <input type="radio" name="source" checked={source === "emails"} onChange={() => setSource("emails")} />{" "}
+            <input type="radio" name="source" checked={source === "emails"} onChange={() => choose({ source: "emails" })} />{" "}
             {t("new.sourceEmails")}
           </label>
         </fieldset>
@@ -299,7 +326,7 @@ export function NewJobPage({ model: preset }: { model?: string }) {
             type="file"
             accept=".jsonl,application/jsonl,application/x-ndjson"
             required
-            onChange={(e) => setFile((e.target as HTMLInputElement).files?.[0] ?? null)}
+            onChange={(e) => choose({ file: (e.target as HTMLInputElement).files?.[0] ?? null })}
           />
         </div>
         {source === "emails" && (
@@ -312,8 +339,9 @@ export function NewJobPage({ model: preset }: { model?: string }) {
           </div>
         )}
         <div class="row">
-          <Field id="base-model" label={t("common.model")} value={model} placeholder={baseModel} list="model-names" onInput={setModel} />
-          <ModelOptions id="model-names" models={models.data} />
+          <Field id="base-model" label={t("common.model")} value={model} list="model-names" required onInput={setModel}>
+            <ModelOptions id="model-names" names={(models.data ?? []).map((entry) => entry.id)} />
+          </Field>
           <div class="field">
             <label for="method">{t("new.method")}</label>
             <select id="method" value={method} onChange={(e) => setMethod((e.target as HTMLSelectElement).value as Method)}>
@@ -323,7 +351,7 @@ export function NewJobPage({ model: preset }: { model?: string }) {
             </select>
           </div>
         </div>
-        <button type="submit" disabled={prepare.busy || !file}>
+        <button type="submit" disabled={prepare.busy || !file || !baseModel}>
           {source === "file" ? t("new.upload") : t("new.build")}
         </button>
         <ErrorNote error={prepare.error} />
@@ -331,6 +359,11 @@ export function NewJobPage({ model: preset }: { model?: string }) {
 
       {prepared?.dataset && <DatasetView dataset={prepared.dataset} />}
       {prepared && <CheckReportView report={prepared.report} />}
+      {recheckError && (
+        <p class="error" role="alert">
+          {t("common.error", { message: recheckError })}
+        </p>
+      )}
 
       {prepared?.report.valid && (
         <form onSubmit={onCreate} class="card" aria-labelledby="settings-title">
@@ -344,6 +377,12 @@ export function NewJobPage({ model: preset }: { model?: string }) {
             )}
             <Field id="suffix" label={t("new.suffix")} value={suffix} onInput={setSuffix} />
           </div>
+          {method === "reinforcement" && (
+            <div class="field">
+              <label for="grader">{t("new.grader")}</label>
+              <textarea id="grader" rows={8} class="code" value={grader} onInput={(e) => setGrader((e.target as HTMLTextAreaElement).value)} />
+            </div>
+          )}
           <button type="submit" disabled={create.busy}>
             {t("new.create")}
           </button>

@@ -27,7 +27,12 @@ async def tenant(database) -> Tenant:
 @pytest.mark.parametrize("authorized", [True, False], ids=["with-key", "without-key"])
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/v1/nope"), ("POST", "/v1/fine_tuning/nope"), ("GET", "/"), ("DELETE", "/v2/files")],
+    [
+        ("GET", "/v1/nope"),
+        ("POST", "/v1/fine_tuning/nope"),
+        ("GET", "/index.html"),  # the dashboard is / and /assets/* only
+        ("DELETE", "/v2/files"),
+    ],
 )
 async def test_unknown_route_is_404(client, tenant, authorized, method, path):
     headers = tenant.headers if authorized else {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -231,6 +232,9 @@ def test_sign_in_upload_train_watch_reload_pause_and_cancel(page, live, api, sho
     grown = wait_for_more_points(page, first)
     assert grown > first
     expect(page.locator("[data-status]")).to_have_attribute("data-status", "running")
+    # The service's estimate, as a range: no charge on the local engine, minutes of compute.
+    expect(page.locator("[data-estimate]")).to_contain_text("no charge")
+    expect(page.locator("[data-estimate]")).to_contain_text("min")
 
     # Reload mid-run: the history and the stream give the whole log again, once each.
     page.reload()
@@ -310,6 +314,8 @@ def test_jobs_list_is_live_and_two_models_are_compared(page, live, api, shots):
 
     # Its checkpoint goes to the playground from the job page.
     page.get_by_role("link", name=job_id).click()
+    start_from = page.get_by_role("link", name="New job from it").first
+    expect(start_from).to_have_attribute("href", re.compile(r"^#/new/ft%3Atiny-chat%3A"))
     page.get_by_role("link", name="Try in playground").first.click()
     expect(page.get_by_role("heading", name="Playground")).to_be_visible()
     checkpoint = page.get_by_label("Model 1").input_value()
@@ -449,4 +455,10 @@ def test_french_and_a_phone_sized_screen(page, live, api, shots):
 
     page.get_by_role("button", name="Se déconnecter").click()
     expect(page.get_by_role("heading", name="Connexion")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+
+    # A key the service stops accepting (revoked) sends the tab back to the sign-in page.
+    page.evaluate("sessionStorage.setItem('fine-tuning-dashboard.api-key', 'sk-revoked')")
+    page.reload()
+    expect(page.get_by_role("alert")).to_contain_text("n'accepte plus la clé")
     assert page.evaluate("sessionStorage.length") == 0

@@ -38,6 +38,9 @@ def wait_for(
     return found
 
 
+# SQLite only: the quick start's database. The studio's watcher and promotions run on PostgreSQL
+# in tests/studio (test_watcher_in_worker); a second live run here added a minute of CI.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_history_to_a_promoted_model_improved_from_feedback(
     database_url: str, tmp_path: Path, tiny_model_dir
 ):

@@ -333,6 +333,8 @@ async def test_cancel_stops_training_within_a_step(client, database, quick_worke
     assert max(await _metric_steps(client, tenant, job_id)) <= at_cancel + 10 < 120
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_same_seed_and_data_give_the_same_final_loss(client, database, worker):
     tenant = await make_tenant(database)
     finals = []
@@ -445,6 +447,8 @@ async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, 
     assert [bool(r["valid_loss"]) for r in rows] == [False, False, True, False, False, True]
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_checkpoint_can_be_trained_further(client, database, worker):
     tenant = await make_tenant(database)
     first = await _trained_model(client, tenant, worker)

@@ -1,9 +1,9 @@
 // The dashboard's shell: sign-in, navigation, language, and the page the hash names.
 import { createContext } from "preact";
-import { useContext, useEffect, useMemo, useRef, useState } from "preact/hooks";
+import { useCallback, useContext, useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { applyLang, I18n, initialLang, translator, useT, type Lang } from "./i18n";
 import { href, useRoute, type Route } from "./router";
-import { endSession, restoreSession, type Session } from "./session";
+import { endSession, restoreSession, sessionFor, type Session } from "./session";
 import { ExitPage } from "./pages/exit";
 import { JobPage } from "./pages/job";
 import { JobsPage } from "./pages/jobs";
@@ -94,7 +94,14 @@ function Header({ lang, setLang, onSignOut }: {
 
 export function App() {
   const [lang, setLang] = useState<Lang>(initialLang);
-  const [session, setSession] = useState<Session | null>(restoreSession);
+  const [refused, setRefused] = useState(false);
+  // A key revoked while the page is open: back to the sign-in page, which says why.
+  const onRefused = useCallback(() => {
+    endSession();
+    setSession(null);
+    setRefused(true);
+  }, []);
+  const [session, setSession] = useState<Session | null>(() => restoreSession(onRefused));
   const route = useRoute();
   const main = useRef<HTMLElement>(null);
   const i18n = useMemo(() => ({ lang, t: translator(lang) }), [lang]);
@@ -142,7 +149,13 @@ export function App() {
             <Page route={route} />
           </SessionContext.Provider>
         ) : (
-          <SignInPage onSignIn={setSession} />
+          <SignInPage
+            refused={refused}
+            onSignIn={(apiKey) => {
+              setRefused(false);
+              setSession(sessionFor(apiKey, onRefused));
+            }}
+          />
         )}
       </main>
     </I18n.Provider>

@@ -2,6 +2,7 @@
 import {
   createFineTuningHelpers,
   createRequest,
+  ServiceError,
   type FineTuningHelpers,
   type ServiceRequest,
 } from "@client";
@@ -14,16 +15,26 @@ export interface Session {
   helpers: FineTuningHelpers;
 }
 
-/** The session for a key, talking to the service that served this page. */
-export function sessionFor(apiKey: string): Session {
+/** The session for a key, talking to the service that served this page; `onRefused` is told
+ * when the service no longer accepts the key (revoked while the page was open). */
+export function sessionFor(apiKey: string, onRefused?: () => void): Session {
   const options = { baseUrl: window.location.origin, apiKey };
-  return { apiKey, request: createRequest(options), helpers: createFineTuningHelpers(options) };
+  const request = createRequest(options);
+  const guarded: ServiceRequest = async (method, path, body) => {
+    try {
+      return await request(method, path, body);
+    } catch (error) {
+      if (error instanceof ServiceError && error.status === 401) onRefused?.();
+      throw error;
+    }
+  };
+  return { apiKey, request: onRefused ? guarded : request, helpers: createFineTuningHelpers(options) };
 }
 
 /** The session kept in this tab, if any. */
-export function restoreSession(): Session | null {
+export function restoreSession(onRefused: () => void): Session | null {
   const apiKey = sessionStorage.getItem(KEY);
-  return apiKey ? sessionFor(apiKey) : null;
+  return apiKey ? sessionFor(apiKey, onRefused) : null;
 }
 
 /** Keep the key for this tab (session storage: gone when the tab closes). */

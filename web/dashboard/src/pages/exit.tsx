@@ -5,6 +5,7 @@ import { useSession } from "../app";
 import { ErrorNote, FINAL_STATUSES, StatusBadge, useAction } from "../components/common";
 import { EvaluationView } from "../components/evaluation";
 import { Field, ModelOptions } from "../components/fields";
+import { Table } from "../components/table";
 import { useT } from "../i18n";
 import { href } from "../router";
 import { useModels } from "../use-models";
@@ -235,18 +236,7 @@ export function ExitPage() {
           <Field id="exit-base" label={t("exit.base")} list="exit-bases" value={base} placeholder={localBase} onInput={setBase}>
             <ModelOptions id="exit-bases" names={localBases} />
           </Field>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t("exit.models")}</th>
-                  <th scope="col">{t("exit.shutdown")}</th>
-                  <th scope="col">{t("exit.recorded")}</th>
-                  <th scope="col">{t("exit.retrained")}</th>
-                  <th scope="col">{t("common.actions")}</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table head={[t("exit.models"), t("exit.shutdown"), t("exit.recorded"), t("exit.retrained"), t("common.actions")]}>
                 {inventory.models.map((model) => {
                   const origin = importedJob(model.id);
                   const again = origin ? reruns[origin] : undefined;
@@ -285,9 +275,7 @@ export function ExitPage() {
                     </tr>
                   );
                 })}
-              </tbody>
-            </table>
-          </div>
+          </Table>
           <ErrorNote error={act.error} />
           {Object.entries(comparisons).map(([model, evaluation]) => (
             <EvaluationView key={model} evaluation={evaluation} />

@@ -1,20 +1,15 @@
 // A job: status and controls, the live loss chart and event log, and its checkpoints.
 import { memo } from "preact/compat";
 import { useEffect, useState } from "preact/hooks";
-import { JobFailedError, type EventObject, type JobObject } from "@client";
+import { JobFailedError, type components, type EventObject, type JobObject } from "@client";
 import { useSession } from "../app";
 import { describe, ErrorNote, FINAL_STATUSES, StatusBadge, useAction, useLoad } from "../components/common";
 import { LossChart, type MetricsPoint } from "../components/loss-chart";
-import { useDate, useT } from "../i18n";
+import { Table } from "../components/table";
+import { useDate, useNumbers, useT, type Translate } from "../i18n";
 import { href } from "../router";
 
-interface Checkpoint {
-  id: string;
-  created_at: number;
-  fine_tuned_model_checkpoint: string;
-  step_number: number;
-  metrics: Record<string, number | null>;
-}
+type Checkpoint = components["schemas"]["CheckpointObject"];
 
 // Events arriving within this window are rendered together.
 const BATCH_MS = 100;
@@ -24,6 +19,19 @@ function mergePoints(known: MetricsPoint[], more: MetricsPoint[]): MetricsPoint[
   const byStep = new Map(known.map((point) => [point.step, point]));
   for (const point of more) byStep.set(point.step, point);
   return [...byStep.values()].sort((a, b) => a.step - b.step);
+}
+
+interface Estimate {
+  billed_tokens: number;
+  cost_usd: { low: number; high: number } | null;
+  compute_seconds: { low: number; high: number } | null;
+}
+
+/** A compute-time range in whole minutes ("about 1 min" when both ends round alike). */
+function minutes(range: { low: number; high: number }, t: Translate): string {
+  const low = Math.max(1, Math.round(range.low / 60));
+  const high = Math.max(1, Math.round(range.high / 60));
+  return low === high ? t("job.aboutMinutes", { n: low }) : t("job.minutes", { low, high });
 }
 
 /** A metric for reading: integers as they are, others to four decimals. */
@@ -56,6 +64,7 @@ const EventLine = memo(function EventLine({ event, date }: { event: EventObject;
 export function JobPage({ id }: { id: string }) {
   const t = useT();
   const date = useDate();
+  const numbers = useNumbers();
   const session = useSession();
   const path = `/v1/fine_tuning/jobs/${encodeURIComponent(id)}`;
   const [job, setJob] = useState<JobObject | null>(null);
@@ -130,6 +139,8 @@ export function JobPage({ id }: { id: string }) {
   if (loadError) return <ErrorNote error={loadError} />;
   if (!job) return <p>{t("common.loading")}</p>;
 
+  // Before training: the cost and time the service expects, as a range.
+  const estimate = job.estimate as Estimate | null | undefined;
   const latest = points.at(-1)?.metrics;
   const total = latest?.total_steps;
   const step = points.at(-1)?.step ?? 0;
@@ -165,6 +176,17 @@ export function JobPage({ id }: { id: string }) {
           <dt>{t("common.created")}</dt>
           <dd>{date(job.created_at)}</dd>
         </div>
+        {estimate && (
+          <div>
+            <dt>{t("job.estimate")}</dt>
+            <dd data-estimate>
+              {estimate.cost_usd
+                ? `${numbers.usd(estimate.cost_usd.low)} – ${numbers.usd(estimate.cost_usd.high)}`
+                : t("new.costLocal")}
+              {estimate.compute_seconds && ` · ${minutes(estimate.compute_seconds, t)}`}
+            </dd>
+          </div>
+        )}
       </dl>
       {total ? (
         <p>
@@ -196,17 +218,7 @@ export function JobPage({ id }: { id: string }) {
         <h2 id="checkpoints-title">{t("job.checkpoints")}</h2>
         <ErrorNote error={checkpoints.error} />
         {checkpoints.data?.data.length ? (
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t("common.step")}</th>
-                  <th scope="col">{t("job.checkpointModel")}</th>
-                  <th scope="col">{t("job.metrics")}</th>
-                  <th scope="col">{t("common.actions")}</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table head={[t("common.step"), t("job.checkpointModel"), t("job.metrics"), t("common.actions")]}>
                 {checkpoints.data.data.map((checkpoint) => (
                   <tr key={checkpoint.id}>
                     <td>{checkpoint.step_number}</td>
@@ -227,9 +239,7 @@ export function JobPage({ id }: { id: string }) {
                     </td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
         ) : (
           <p>{t("common.none")}</p>
         )}

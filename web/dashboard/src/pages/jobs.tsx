@@ -3,6 +3,7 @@ import { useEffect, useState } from "preact/hooks";
 import type { JobObject } from "@client";
 import { useSession } from "../app";
 import { ErrorNote, StatusBadge, useLoad } from "../components/common";
+import { Table } from "../components/table";
 import { useDate, useT } from "../i18n";
 import { href } from "../router";
 import { followProject } from "../stream";
@@ -66,20 +67,7 @@ export function JobsPage() {
       ) : jobs.data.data.length === 0 ? (
         <p>{t("common.none")}</p>
       ) : (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">{t("common.id")}</th>
-                <th scope="col">{t("common.model")}</th>
-                <th scope="col">{t("jobs.method")}</th>
-                <th scope="col">{t("common.status")}</th>
-                <th scope="col">{t("jobs.progress")}</th>
-                <th scope="col">{t("common.created")}</th>
-                <th scope="col">{t("jobs.result")}</th>
-              </tr>
-            </thead>
-            <tbody>
+        <Table head={[t("common.id"), t("common.model"), t("jobs.method"), t("common.status"), t("jobs.progress"), t("common.created"), t("jobs.result")]}>
               {jobs.data.data.map((job) => (
                 <tr key={job.id} data-job={job.id}>
                   <td>
@@ -95,9 +83,7 @@ export function JobsPage() {
                   <td>{job.fine_tuned_model ?? "—"}</td>
                 </tr>
               ))}
-            </tbody>
-          </table>
-        </div>
+        </Table>
       )}
       {jobs.data?.has_more && (
         <button type="button" class="secondary" onClick={() => setLimit(limit + 20)}>

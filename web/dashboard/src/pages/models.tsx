@@ -6,6 +6,7 @@ import { describe, ErrorNote, useAction, useLoad } from "../components/common";
 import { useDate, useT } from "../i18n";
 import { EvaluationView } from "../components/evaluation";
 import { Field, ModelOptions } from "../components/fields";
+import { Table } from "../components/table";
 import { useModels } from "../use-models";
 
 type Schemas = components["schemas"];
@@ -106,9 +107,14 @@ function Playground({ preset, models }: { preset?: string; models: string[] }) {
   );
 }
 
-function Evaluations({ models }: { models: string[] }) {
+function Evaluations() {
   const t = useT();
+  const date = useDate();
   const session = useSession();
+  // The project's latest evaluations (without their answers): any of them can be opened again.
+  const past = useLoad(
+    async () => (await session.request<{ data: Evaluation[] }>("GET", "/v1/email/evaluations?limit=10")).data,
+  );
   const [model, setModel] = useState("");
   const [baseline, setBaseline] = useState("");
   const [judge, setJudge] = useState("");
@@ -128,7 +134,11 @@ function Evaluations({ models }: { models: string[] }) {
           max_tokens: 120,
         }),
       );
+      past.reload();
     });
+  };
+  const open = (id: string): void => {
+    void action.run(async () => setCurrent(await session.request<Evaluation>("GET", `/v1/email/evaluations/${id}`)));
   };
 
   return (
@@ -151,6 +161,36 @@ function Evaluations({ models }: { models: string[] }) {
         <ErrorNote error={action.error} />
       </form>
       {current && !action.busy && <EvaluationView evaluation={current} />}
+      {past.data && past.data.length > 0 && (
+        <details>
+          <summary>{t("models.pastEvaluations", { count: past.data.length })}</summary>
+          <Table head={[t("common.created"), t("models.evalModel"), t("models.evalBaseline"), t("models.verdict"), t("common.actions")]}>
+                {past.data.map((evaluation) => {
+                  const verdict = evaluation.summary?.verdict as { passed: boolean } | undefined;
+                  const compared = evaluation.compare_to as { model?: string; file_id?: string } | null;
+                  return (
+                    <tr key={evaluation.id}>
+                      <td>{date(evaluation.created_at)}</td>
+                      <td><code>{evaluation.model}</code></td>
+                      <td><code>{compared?.model ?? compared?.file_id ?? "—"}</code></td>
+                      <td>
+                        {evaluation.status !== "completed"
+                          ? evaluation.status
+                          : verdict?.passed
+                            ? t("models.passed")
+                            : t("models.notPassed")}
+                      </td>
+                      <td>
+                        <button type="button" class="secondary" onClick={() => open(evaluation.id)}>
+                          {t("models.open")}
+                        </button>
+                      </td>
+                    </tr>
+                  );
+                })}
+          </Table>
+        </details>
+      )}
     </section>
   );
 }
@@ -190,16 +230,7 @@ function Aliases() {
       <h2 id="aliases-title">{t("models.aliases")}</h2>
       <ErrorNote error={aliases.error ?? action.error} />
       {aliases.data?.length ? (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">{t("models.scope")}</th>
-                <th scope="col">{t("models.current")}</th>
-                <th scope="col">{t("common.actions")}</th>
-              </tr>
-            </thead>
-            <tbody>
+        <Table head={[t("models.scope"), t("models.current"), t("common.actions")]}>
               {aliases.data.map((alias) => (
                 <tr key={alias.scope}>
                   <td>{alias.scope}</td>
@@ -214,9 +245,7 @@ function Aliases() {
                   </td>
                 </tr>
               ))}
-            </tbody>
-          </table>
-        </div>
+        </Table>
       ) : (
         <p>{t("common.none")}</p>
       )}
@@ -273,16 +302,7 @@ export function ModelsPage({ model }: { model?: string }) {
       <ErrorNote error={models.error} />
       <ModelOptions id="model-names" names={names} />
       {models.data && (
-        <div class="table-wrap">
-          <table>
-            <thead>
-              <tr>
-                <th scope="col">{t("common.model")}</th>
-                <th scope="col">{t("models.owner")}</th>
-                <th scope="col">{t("common.created")}</th>
-              </tr>
-            </thead>
-            <tbody>
+        <Table head={[t("common.model"), t("models.owner"), t("common.created")]}>
               {models.data.map((entry) => (
                 <tr key={entry.id}>
                   <td><code>{entry.id}</code></td>
@@ -290,12 +310,10 @@ export function ModelsPage({ model }: { model?: string }) {
                   <td>{date(entry.created)}</td>
                 </tr>
               ))}
-            </tbody>
-          </table>
-        </div>
+        </Table>
       )}
       {models.data && <Playground preset={model} models={names} />}
-      <Evaluations models={names} />
+      <Evaluations />
       <Aliases />
     </section>
   );

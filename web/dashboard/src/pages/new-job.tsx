@@ -4,6 +4,7 @@ import type { components, FileObject, JobObject } from "@client";
 import { useSession } from "../app";
 import { describe, ErrorNote, useAction } from "../components/common";
 import { Field, ModelOptions } from "../components/fields";
+import { Table } from "../components/table";
 import { useNumbers, useT } from "../i18n";
 import { href } from "../router";
 import { useModels } from "../use-models";
@@ -147,16 +148,7 @@ export function CheckReportView({ report }: { report: CheckReport }) {
           <summary>
             {t("new.errors")}: {report.n_errors} · {t("new.warnings")}: {report.n_warnings}
           </summary>
-          <div class="table-wrap">
-            <table>
-              <thead>
-                <tr>
-                  <th scope="col">{t("new.line")}</th>
-                  <th scope="col">{t("common.status")}</th>
-                  <th scope="col">{t("new.message")}</th>
-                </tr>
-              </thead>
-              <tbody>
+          <Table head={[t("new.line"), t("common.status"), t("new.message")]}>
                 {issues.map((issue, index) => (
                   <tr key={index}>
                     <td>{issue.line}</td>
@@ -164,9 +156,7 @@ export function CheckReportView({ report }: { report: CheckReport }) {
                     <td>{issue.message}</td>
                   </tr>
                 ))}
-              </tbody>
-            </table>
-          </div>
+          </Table>
         </details>
       )}
     </section>

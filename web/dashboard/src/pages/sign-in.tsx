@@ -2,9 +2,9 @@
 import { useState } from "preact/hooks";
 import { describe } from "../components/common";
 import { useT } from "../i18n";
-import { keepSession, sessionFor, type Session } from "../session";
+import { keepSession, sessionFor } from "../session";
 
-export function SignInPage({ onSignIn }: { onSignIn: (session: Session) => void }) {
+export function SignInPage({ onSignIn, refused }: { onSignIn: (apiKey: string) => void; refused: boolean }) {
   const t = useT();
   const [key, setKey] = useState("");
   const [error, setError] = useState<string | null>(null);
@@ -18,7 +18,7 @@ export function SignInPage({ onSignIn }: { onSignIn: (session: Session) => void 
     try {
       await session.request("GET", "/v1/fine_tuning/jobs?limit=1");
       keepSession(session);
-      onSignIn(session);
+      onSignIn(session.apiKey);
     } catch (reason) {
       setError(describe(reason));
     } finally {
@@ -29,6 +29,11 @@ export function SignInPage({ onSignIn }: { onSignIn: (session: Session) => void 
   return (
     <section class="narrow" aria-labelledby="signin-title">
       <h1 id="signin-title">{t("signin.title")}</h1>
+      {refused && (
+        <p class="error" role="alert">
+          {t("signin.revoked")}
+        </p>
+      )}
       <p>{t("signin.intro")}</p>
       <form onSubmit={submit}>
         <label for="api-key">{t("signin.key")}</label>

@@ -156,3 +156,13 @@ def serve(log_dir: Path, env: dict[str, str]) -> Iterator[Server]:
         _raise_if_dead(server)
     finally:
         stop_server(server)
+
+
+@contextmanager
+def serve_keyed(
+    root: Path, database_url: str, models_dir: Path, **settings: str
+) -> Iterator[tuple[Server, str]]:
+    """`serve` on `keyed_env` under `root` (data/ and server/ inside): the server and its key."""
+    env, key = keyed_env(root / "data", database_url, models_dir, **settings)
+    with serve(root / "server", env) as server:
+        yield server, key

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.factories import chat_file
-from tests.processes import REPO_ROOT, Server, keyed_env, serve
+from tests.processes import REPO_ROOT, Server, serve_keyed
 
 CLIENTS_DIR = REPO_ROOT / "tests" / "clients"
 NODE_MODULES = CLIENTS_DIR / "node_modules"
@@ -32,15 +32,10 @@ TIMEOUT = 120
 @pytest.fixture
 def live(database_url: str, tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[Server, str]]:
     """The real server and its admin key; no worker, so a job stays queued until cancelled."""
-    env, key = keyed_env(
-        tmp_path / "data",
-        database_url,
-        tiny_model_dir.parent,
-        embedded_worker="0",
-        log_level="warning",
-    )
-    with serve(tmp_path / "server", env) as server:
-        yield server, key
+    with serve_keyed(
+        tmp_path, database_url, tiny_model_dir.parent, embedded_worker="0", log_level="warning"
+    ) as live:
+        yield live
 
 
 def _document(server: Server, folder: Path) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import REPO_ROOT, Server, keyed_env, serve
+from tests.processes import REPO_ROOT, Server, serve_keyed
 
 CLIENT_DIR = REPO_ROOT / "web" / "client"
 MODEL = "tiny-chat"  # tests/tiny_model.py, offered by the local engine from FT_MODELS_DIR
@@ -30,14 +30,8 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 @pytest.fixture
 def live(database_url: str, tmp_path: Path, tiny_model_dir: Path) -> Iterator[tuple[Server, str]]:
     """The real server with its embedded worker (jobs train the tiny model), and an admin key."""
-    env, key = keyed_env(
-        tmp_path / "data",
-        database_url,
-        tiny_model_dir.parent,
-        log_level="warning",
-    )
-    with serve(tmp_path / "server", env) as server:
-        yield server, key
+    with serve_keyed(tmp_path, database_url, tiny_model_dir.parent, log_level="warning") as live:
+        yield live
 
 
 def _node() -> str:

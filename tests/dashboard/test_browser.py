@@ -23,7 +23,7 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_play
 
 from service.dashboard import BUILT_DIR
 from tests.factories import chat_example, chat_file, jsonl
-from tests.processes import REPO_ROOT, SHARED_DIR, Server, keyed_env, serve
+from tests.processes import REPO_ROOT, SHARED_DIR, Server, serve_keyed
 from tests.upstream.accounts import history
 from tests.upstream.openai_double import ThreadedDouble
 
@@ -58,8 +58,8 @@ def live(
     root = tmp_path_factory.mktemp("dashboard")
     with ThreadedDouble() as provider:
         provider.call(history)
-        env, key = keyed_env(
-            root / "data",
+        with serve_keyed(
+            root,
             f"sqlite+aiosqlite:///{root / 'service.db'}",
             tiny_model_dir.parent,
             log_level="warning",
@@ -76,9 +76,8 @@ def live(
             ),
             upstream_sync_running_seconds="0.2",
             upstream_sync_queued_seconds="0.2",
-        )
-        with serve(root / "server", env) as server:
-            yield server, key
+        ) as server_and_key:
+            yield server_and_key
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 // Small pieces every page uses: errors, status badges, async loading.
+import type { ComponentChildren, DdHTMLAttributes } from "preact";
 import { useCallback, useEffect, useState } from "preact/hooks";
 import { ServiceError, type JobStatus } from "@client";
 import { useT } from "../i18n";
@@ -81,4 +82,14 @@ export function useAction(): {
     }
   }, []);
   return { busy, error, run };
+}
+
+/** One term of a `dl.facts` and its value; other props (data-*, aria-live) go on the value. */
+export function Fact({ label, children, ...value }: { label: ComponentChildren } & DdHTMLAttributes<HTMLElement>) {
+  return (
+    <div>
+      <dt>{label}</dt>
+      <dd {...value}>{children}</dd>
+    </div>
+  );
 }

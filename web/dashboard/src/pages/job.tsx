@@ -3,7 +3,7 @@ import { memo } from "preact/compat";
 import { useEffect, useState } from "preact/hooks";
 import { JobFailedError, type components, type EventObject, type JobObject } from "@client";
 import { useSession } from "../app";
-import { describe, ErrorNote, FINAL_STATUSES, StatusBadge, useAction, useLoad } from "../components/common";
+import { describe, ErrorNote, Fact, FINAL_STATUSES, StatusBadge, useAction, useLoad } from "../components/common";
 import { LossChart, type MetricsPoint } from "../components/loss-chart";
 import { Table } from "../components/table";
 import { useDate, useNumbers, useT, type Translate } from "../i18n";
@@ -150,42 +150,21 @@ export function JobPage({ id }: { id: string }) {
     <article aria-labelledby="job-title">
       <h1 id="job-title">{t("job.title", { id: job.id })}</h1>
       <dl class="facts">
-        <div>
-          <dt>{t("common.status")}</dt>
-          <dd aria-live="polite" data-status={job.status}>
-            <StatusBadge status={job.status} />
-          </dd>
-        </div>
-        <div>
-          <dt>{t("job.base")}</dt>
-          <dd>{job.model}</dd>
-        </div>
-        <div>
-          <dt>{t("jobs.method")}</dt>
-          <dd>{t(`method.${job.method.type}`)}</dd>
-        </div>
-        <div>
-          <dt>{t("jobs.result")}</dt>
-          <dd>{job.fine_tuned_model ?? "—"}</dd>
-        </div>
-        <div>
-          <dt>{t("job.trainedTokens")}</dt>
-          <dd>{job.trained_tokens ?? "—"}</dd>
-        </div>
-        <div>
-          <dt>{t("common.created")}</dt>
-          <dd>{date(job.created_at)}</dd>
-        </div>
+        <Fact label={t("common.status")} aria-live="polite" data-status={job.status}>
+          <StatusBadge status={job.status} />
+        </Fact>
+        <Fact label={t("job.base")}>{job.model}</Fact>
+        <Fact label={t("jobs.method")}>{t(`method.${job.method.type}`)}</Fact>
+        <Fact label={t("jobs.result")}>{job.fine_tuned_model ?? "—"}</Fact>
+        <Fact label={t("job.trainedTokens")}>{job.trained_tokens ?? "—"}</Fact>
+        <Fact label={t("common.created")}>{date(job.created_at)}</Fact>
         {estimate && (
-          <div>
-            <dt>{t("job.estimate")}</dt>
-            <dd data-estimate>
-              {estimate.cost_usd
-                ? `${numbers.usd(estimate.cost_usd.low)} – ${numbers.usd(estimate.cost_usd.high)}`
-                : t("new.costLocal")}
-              {estimate.compute_seconds && ` · ${minutes(estimate.compute_seconds, t)}`}
-            </dd>
-          </div>
+          <Fact label={t("job.estimate")} data-estimate>
+            {estimate.cost_usd
+              ? `${numbers.usd(estimate.cost_usd.low)} – ${numbers.usd(estimate.cost_usd.high)}`
+              : t("new.costLocal")}
+            {estimate.compute_seconds && ` · ${minutes(estimate.compute_seconds, t)}`}
+          </Fact>
         )}
       </dl>
       {total ? (

@@ -2,7 +2,7 @@
 import { useEffect, useState } from "preact/hooks";
 import type { components, FileObject, JobObject } from "@client";
 import { useSession } from "../app";
-import { describe, ErrorNote, useAction } from "../components/common";
+import { describe, ErrorNote, Fact, useAction } from "../components/common";
 import { Field, ModelOptions } from "../components/fields";
 import { Table } from "../components/table";
 import { useNumbers, useT } from "../i18n";
@@ -75,26 +75,14 @@ function DatasetView({ dataset }: { dataset: Dataset }) {
         {t("new.dataset", { id: dataset.id, train: report.n_training, valid: report.n_validation })}
       </h2>
       <dl class="facts">
-        <div>
-          <dt>{t("new.records")}</dt>
-          <dd>{report.n_records}</dd>
-        </div>
-        <div>
-          <dt>{t("new.kept")}</dt>
-          <dd>{report.n_kept}</dd>
-        </div>
-        <div>
-          <dt>{t("new.dropped")}</dt>
-          <dd>
-            {report.n_dropped}
-            {report.n_dropped > 0 &&
-              ` (${Object.entries(report.dropped).map(([reason, count]) => `${reason} ${count}`).join(", ")})`}
-          </dd>
-        </div>
-        <div>
-          <dt>{t("new.languages")}</dt>
-          <dd>{Object.entries(report.by_language).map(([lang, count]) => `${lang} ${count}`).join(", ")}</dd>
-        </div>
+        <Fact label={t("new.records")}>{report.n_records}</Fact>
+        <Fact label={t("new.kept")}>{report.n_kept}</Fact>
+        <Fact label={t("new.dropped")}>
+          {report.n_dropped}
+          {report.n_dropped > 0 &&
+            ` (${Object.entries(report.dropped).map(([reason, count]) => `${reason} ${count}`).join(", ")})`}
+        </Fact>
+        <Fact label={t("new.languages")}>{Object.entries(report.by_language).map(([lang, count]) => `${lang} ${count}`).join(", ")}</Fact>
       </dl>
       <p data-redactions={total}>
         {report.redaction.enabled
@@ -121,26 +109,14 @@ export function CheckReportView({ report }: { report: CheckReport }) {
       <h2 id="check-title">{t("new.check")}</h2>
       <p class={report.valid ? "ok" : "error"}>{report.valid ? t("new.valid") : t("new.invalid")}</p>
       <dl class="facts">
-        <div>
-          <dt>{t("new.examples")}</dt>
-          <dd data-examples={report.n_examples}>{numbers.count(report.n_examples)}</dd>
-        </div>
-        <div>
-          <dt>{t("new.tokens", { epochs: report.n_epochs })}</dt>
-          <dd data-billed-tokens={report.billed_tokens}>{numbers.count(report.billed_tokens)}</dd>
-        </div>
-        <div>
-          <dt>{t("new.tokenRange")}</dt>
-          <dd>
-            {report.tokens_per_example.min} – {report.tokens_per_example.max}
-          </dd>
-        </div>
-        <div>
-          <dt>{t("new.cost")}</dt>
-          <dd>
-            {report.estimated_cost_usd == null ? t("new.costLocal") : numbers.usd(report.estimated_cost_usd)}
-          </dd>
-        </div>
+        <Fact label={t("new.examples")} data-examples={report.n_examples}>{numbers.count(report.n_examples)}</Fact>
+        <Fact label={t("new.tokens", { epochs: report.n_epochs })} data-billed-tokens={report.billed_tokens}>{numbers.count(report.billed_tokens)}</Fact>
+        <Fact label={t("new.tokenRange")}>
+          {report.tokens_per_example.min} – {report.tokens_per_example.max}
+        </Fact>
+        <Fact label={t("new.cost")}>
+          {report.estimated_cost_usd == null ? t("new.costLocal") : numbers.usd(report.estimated_cost_usd)}
+        </Fact>
       </dl>
       {issues.length > 0 && (
         // Errors open the list; warnings alone (long files often have many) stay folded.

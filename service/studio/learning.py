@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -359,6 +360,18 @@ def _is_rewrite(feedback: Feedback) -> bool:
     return bool(feedback.improvements.strip())
 
 
+def _distinct_rewrites(feedbacks: Iterable[Feedback]) -> int:
+    """Count the preference pairs feedback makes: one rewrite of one mail posted twice is one
+    pair (the DPO dataset drops the copy, and ten pairs must remain to train on)."""
+    return len(
+        {
+            (f.email_id, f.completion_id, " ".join(f.improvements.split()))
+            for f in feedbacks
+            if _is_rewrite(f)
+        }
+    )
+
+
 async def _maybe_start(*, session: AsyncSession, project_id: str, scope: str) -> Retraining | None:
     settings = await get_settings(session=session, project_id=project_id)
     threshold = int(settings.feedback_thresholds.get(scope, DEFAULT_THRESHOLD))
@@ -371,7 +384,7 @@ async def _maybe_start(*, session: AsyncSession, project_id: str, scope: str) ->
             )
         )
     )
-    rewrites = sum(map(_is_rewrite, pending))
+    rewrites = _distinct_rewrites(pending)
     if len(pending) < threshold or rewrites < MIN_REWRITES:
         return None
     current = await aliases.find_alias(
@@ -414,13 +427,9 @@ async def _maybe_start(*, session: AsyncSession, project_id: str, scope: str) ->
             .values(retraining_id=run.id)
         )
         run.n_feedback = claimed.rowcount
-        run.n_pairs = (
-            await session.exec(
-                select(func.count()).where(
-                    Feedback.retraining_id == run.id, func.trim(Feedback.improvements) != ""
-                )
-            )
-        ).one()
+        run.n_pairs = _distinct_rewrites(
+            await session.exec(select(Feedback).where(Feedback.retraining_id == run.id))
+        )
         if run.n_feedback < threshold or run.n_pairs < MIN_REWRITES:
             await session.rollback()  # another post's run took the feedback first
             return None
@@ -711,7 +720,7 @@ async def feedback_status(*, session: AsyncSession, project_id: str, scope: str)
         threshold=int(settings.feedback_thresholds.get(scope, DEFAULT_THRESHOLD)),
         min_rewrites=MIN_REWRITES,
         pending_feedback=len(pending),
-        pending_rewrites=sum(map(_is_rewrite, pending)),
+        pending_rewrites=_distinct_rewrites(pending),
         current_model=current.model if current else None,
         runs=[RunObject.from_row(run) for run in runs],
     )

@@ -12,9 +12,6 @@ import re
 from collections.abc import Iterator
 from functools import cache
 
-from presidio_analyzer import EntityRecognizer, RecognizerResult
-from presidio_analyzer.nlp_engine import NlpArtifacts
-
 _UPPER = "A-ZÀ-ÖØ-Þ"
 _LOWER = "a-zß-öø-ÿ"
 # "Roussel-Biet", "O'Neill", "Ramanathan-Cole", "DUPONT"; an initial such as "R." counts too.
@@ -88,7 +85,7 @@ def _first_names_from_faker() -> frozenset[str]:
 
 
 @cache
-def _ordinary_words() -> frozenset[str]:
+def ordinary_words() -> frozenset[str]:
     """Return words that are first names somewhere but ordinary words in these mails."""
     from faker.providers.address.en_US import Provider as EnglishAddresses
     from faker.providers.address.fr_FR import Provider as FrenchAddresses
@@ -139,7 +136,7 @@ def first_names() -> frozenset[str]:
     """Return the first names the recogniser trusts on their own (built once per process)."""
     return frozenset(
         name
-        for name in _first_names_from_faker() - _ordinary_words()
+        for name in _first_names_from_faker() - ordinary_words()
         if len(name) >= 3 and name.isalpha()
     )
 
@@ -185,28 +182,7 @@ def find_names(text: str) -> Iterator[tuple[int, int, float]]:
         if (
             following is not None
             and following.group() not in _NOT_NAMES
-            and following.group().capitalize() not in _ordinary_words()
+            and following.group().capitalize() not in ordinary_words()
         ):
             end = following.end()
         yield match.start(), end, 0.7
-
-
-class PersonNameRecognizer(EntityRecognizer):
-    """Presidio recogniser for PERSON built on `find_names` (needs no NLP artefacts)."""
-
-    def __init__(self, *, language: str) -> None:
-        super().__init__(
-            supported_entities=["PERSON"], supported_language=language, name="PersonNames"
-        )
-
-    def load(self) -> None:
-        """Build the first-name list now rather than on the first request."""
-        first_names()
-
-    def analyze(
-        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
-    ) -> list[RecognizerResult]:
-        """Return the PERSON spans of text."""
-        return [
-            RecognizerResult("PERSON", start, end, score) for start, end, score in find_names(text)
-        ]

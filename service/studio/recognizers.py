@@ -1,5 +1,6 @@
 """Presidio recognisers for the personal data of French and English business e-mail: addresses,
-phone numbers, IBAN and BIC, national identifiers and e-mail addresses.
+phone numbers, IBAN and BIC, national identifiers, e-mail addresses and person names (the rules of
+`service.studio.names`).
 
 Each recogniser keeps its own case-sensitive patterns (Presidio's pattern recogniser applies the
 analyser's IGNORECASE, which would read any eleven-letter word as a BIC).
@@ -15,6 +16,8 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 from schwifty import BIC, IBAN
 from schwifty.exceptions import SchwiftyException
+
+from service.studio.names import find_names, first_names
 
 # The regions whose national formats ("06 12 34 56 78", "020 7946 0000") are read without a
 # country code; numbers written with one ("+44 ...") are found whatever the region.
@@ -195,9 +198,31 @@ def _dialled(number: str) -> bool:
 _DATE = re.compile(r"\d{2,4}[-/.]\d{1,2}[-/.]\d{1,4}")
 
 
+class PersonNameRecognizer(EntityRecognizer):
+    """Presidio recogniser for PERSON built on `find_names` (needs no NLP artefacts)."""
+
+    def __init__(self, *, language: str) -> None:
+        super().__init__(
+            supported_entities=["PERSON"], supported_language=language, name="PersonNames"
+        )
+
+    def load(self) -> None:
+        """Build the first-name list now rather than on the first request."""
+        first_names()
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Return the PERSON spans of text."""
+        return [
+            RecognizerResult("PERSON", start, end, score) for start, end, score in find_names(text)
+        ]
+
+
 def recognizers(*, language: str) -> list[EntityRecognizer]:
-    """Return every recogniser of personal data except person names, for one language."""
+    """Return every recogniser of personal data, for one language."""
     return [
+        PersonNameRecognizer(language=language),
         EmailRecognizer(language=language),
         IbanRecognizer(language=language),
         BicRecognizer(language=language),

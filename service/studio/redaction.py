@@ -11,15 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from presidio_analyzer import AnalyzerEngine, RecognizerRegistry, RecognizerResult
-from presidio_analyzer.nlp_engine import NoOpNlpEngine
-from presidio_anonymizer import AnonymizerEngine
-from presidio_anonymizer.entities import OperatorConfig
-from presidio_anonymizer.entities import RecognizerResult as AnonymizerInput
+from service.studio.names import first_names, ordinary_words
 
-from service.studio.names import PersonNameRecognizer, first_names
-from service.studio.recognizers import recognizers
+if TYPE_CHECKING:
+    from presidio_analyzer import RecognizerResult
 
 LANGUAGES = ("fr", "en")
 ENTITY_TYPES = ("PERSON", "EMAIL", "PHONE", "IBAN", "BIC", "ADDRESS", "ID")
@@ -104,12 +101,18 @@ class Redactor:
     """Find and replace personal data in French and English text."""
 
     def __init__(self) -> None:
+        # Presidio is imported here, not with the module: it imports torch and transformers
+        # (seconds), and the service imports this module at start-up but builds a Redactor only
+        # when the studio first redacts.
+        from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+        from presidio_analyzer.nlp_engine import NoOpNlpEngine
+        from presidio_anonymizer import AnonymizerEngine
+
+        from service.studio.recognizers import recognizers
+
         registry = RecognizerRegistry(supported_languages=list(LANGUAGES))
         for language in LANGUAGES:
-            for recognizer in [
-                *recognizers(language=language),
-                PersonNameRecognizer(language=language),
-            ]:
+            for recognizer in recognizers(language=language):
                 registry.add_recognizer(recognizer)
         nlp = NoOpNlpEngine(
             models=[{"lang_code": code, "model_name": "none"} for code in LANGUAGES]
@@ -150,6 +153,9 @@ class Redactor:
     def _replace(
         self, text: str, spans: list[RecognizerResult], placeholders: Placeholders
     ) -> Redacted:
+        from presidio_anonymizer.entities import OperatorConfig
+        from presidio_anonymizer.entities import RecognizerResult as AnonymizerInput
+
         entities = [
             Entity(
                 type=span.entity_type,
@@ -181,8 +187,10 @@ def _with_known_names(
     texts: Sequence[str], found: list[list[RecognizerResult]]
 ) -> list[list[RecognizerResult]]:
     """Add every other occurrence of the names found in the batch, full names and their parts."""
+    from presidio_analyzer import RecognizerResult
+
     known: set[str] = set()
-    ordinary = _ordinary()
+    ordinary = ordinary_words()
     for text, spans in zip(texts, found, strict=True):
         for span in spans:
             if span.entity_type != "PERSON":
@@ -208,9 +216,3 @@ def _with_known_names(
         ]
         completed.append(_without_overlaps(spans + extra) if extra else spans)
     return completed
-
-
-def _ordinary() -> frozenset[str]:
-    from service.studio.names import _ordinary_words
-
-    return _ordinary_words()

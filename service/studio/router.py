@@ -453,8 +453,8 @@ async def create_email_feedback(
     body: FeedbackCreate, caller: CallerDep, session: SessionDep, watcher: WatcherDep
 ) -> FeedbackObject:
     """Record a rating (and the improved mail); when the scope's feedback reaches its threshold
-    (50 by default) with at least 10 rewrites, one DPO retraining starts on the scope's current
-    model, and its model is promoted only if its evaluation passes."""
+    (50 by default) with at least 10 distinct rewrites, one DPO retraining starts on the scope's
+    current model, and its model is promoted only if its evaluation passes."""
     feedback, run = await learning.add_feedback(
         session=session,
         project_id=caller.project_id,

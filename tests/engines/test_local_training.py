@@ -141,6 +141,8 @@ async def test_supervised_job_trains_checkpoints_and_succeeds(client, database, 
     assert "tiny-chat" in models and job["fine_tuned_model"] in models
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_dpo_job_learns_the_preferred_emails(client, database, worker):
     tenant = await make_tenant(database)
     preferences = await make_file(client, tenant, preference_file(10))
@@ -161,6 +163,8 @@ async def _trained_model(client, tenant: Tenant, worker: LocalWorker) -> dict:
     return await _train_tiny_chat(client, tenant, worker, seed=11, method=method)
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_fine_tuned_model_and_checkpoint_answer_chat_completions(client, database, worker):
     tenant = await make_tenant(database)
     job = await _trained_model(client, tenant, worker)
@@ -187,6 +191,8 @@ async def test_fine_tuned_model_and_checkpoint_answer_chat_completions(client, d
     assert await greedy_reply() == await greedy_reply()
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_streamed_completion_matches_the_openai_chunk_format(client, database, worker):
     tenant = await make_tenant(database)
     job = await _trained_model(client, tenant, worker)
@@ -344,6 +350,8 @@ async def test_same_seed_and_data_give_the_same_final_loss(client, database, wor
     assert finals[0] == finals[1]
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_deleting_a_fine_tuned_model_deletes_its_adapter(client, database, worker):
     from pathlib import Path
 
@@ -363,6 +371,8 @@ async def test_deleting_a_fine_tuned_model_deletes_its_adapter(client, database,
     assert gone.status_code == 404
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_reinforcement_job_trains_with_its_grader(client, database, worker):
     tenant = await make_tenant(database)
     grader = {
@@ -436,6 +446,8 @@ async def test_two_workers_never_train_the_same_job(client, database, local):
         assert messages[-1] == "The job has successfully completed"
 
 
+# Training itself, not the database: once, on SQLite.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, worker):
     tenant = await make_tenant(database)
     validation = await make_file(client, tenant, chat_file(10))

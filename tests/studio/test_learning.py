@@ -7,7 +7,9 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from sqlmodel import col, select
 
+from service.studio.models import Retraining
 from tests.factories import assert_envelope, make_tenant
 from tests.fake_engine import run_to_success
 from tests.processes import SHARED_DIR
@@ -15,6 +17,8 @@ from tests.processes import SHARED_DIR
 EMAILS = SHARED_DIR / "data" / "emails"
 pytestmark = pytest.mark.skipif(not EMAILS.is_dir(), reason=f"no sample data at {EMAILS}")
 BASE = "gpt-4o-mini-2024-07-18"
+# Statuses a watcher pass holds while it works (starting waits for the next pass).
+IN_FLIGHT = ("starting", "preparing", "evaluating")
 
 
 def history() -> list[dict]:
@@ -27,10 +31,25 @@ def feedback() -> list[dict]:
     ]
 
 
-async def settle(app) -> None:
-    """Move the studio's runs until nothing moves (the background watcher may help)."""
-    while await app.state.watcher.poll_once():
-        pass
+async def settle(app, timeout: float = 60.0) -> None:
+    """Move the studio's runs until nothing moves and no step is under way.
+
+    The app's own watcher runs beside the test (a feedback post wakes it): while it prepares or
+    evaluates a run, this pass sees "preparing" or "evaluating" and moves nothing, so settling
+    also waits for that run to leave those states.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await app.state.watcher.poll_once():
+            continue
+        async with app.state.database.session() as session:
+            busy = (
+                await session.exec(select(Retraining).where(col(Retraining.status).in_(IN_FLIGHT)))
+            ).first()
+        if busy is None:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"run {busy.id} stuck {busy.status}"
+        await asyncio.sleep(0.05)
 
 
 async def test_department_models_one_job_each_and_first_models_promoted(app, client, database):
@@ -129,7 +148,8 @@ async def test_concurrent_feedback_across_the_threshold_starts_exactly_one_dpo_j
     await settle(app)
     jobs = (await client.get("/v1/fine_tuning/jobs", headers=tenant.headers)).json()["data"]
     dpo = [j for j in jobs if j["method"]["type"] == "dpo"]
-    assert len(dpo) == 1
+    runs = await client.get("/v1/email/feedback/department:support", headers=tenant.headers)
+    assert len(dpo) == 1, json.dumps(runs.json()["runs"])
     job = dpo[0]
     assert job["model"] == first
     assert job["hyperparameters"]["n_epochs"] == 1
@@ -155,6 +175,62 @@ async def test_concurrent_feedback_across_the_threshold_starts_exactly_one_dpo_j
         json={"model": "email:department:support", "messages": [{"role": "user", "content": "Hi"}]},
     )
     assert answer.json()["model"] == improved
+
+
+async def test_a_rewrite_posted_twice_counts_once_toward_the_threshold(app, client, database):
+    tenant = await make_tenant(database)
+    admin = await make_tenant(database, admin=True)
+    await client.post("/v1/email/datasets", headers=tenant.headers, json={"emails": history()})
+    await client.post(
+        "/v1/email/models/departments",
+        headers=tenant.headers,
+        json={"emails": history(), "model": BASE, "departments": ["support"]},
+    )
+    await run_to_success(database)
+    await settle(app)
+    await client.post(
+        "/v1/email/settings",
+        headers=admin.headers,
+        json={"feedback_thresholds": {"department:support": 12}},
+    )
+    support = {r["id"] for r in history() if r["department"] == "support"}
+    rewrites = [f for f in feedback() if f["email_id"] in support and f["improvements"]]
+    # Nine rewrites, each posted twice (the same mail, the same words, spaced differently):
+    # eighteen posts, nine preference pairs, one short of the ten a DPO file needs.
+    posts = [r | {"improvements": "  " + r["improvements"]} for r in rewrites[:9]] + rewrites[:9]
+    answers = []
+    for row in posts:
+        answer = await client.post(
+            "/v1/email/feedback",
+            headers=tenant.headers,
+            json={k: row[k] for k in ("email_id", "rating", "improvements")},
+        )
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json())
+    assert not any(a["retraining"] for a in answers)
+    status = (
+        await client.get("/v1/email/feedback/department:support", headers=tenant.headers)
+    ).json()
+    assert status["pending_feedback"] == 18 and status["pending_rewrites"] == 9
+
+    tenth = rewrites[9]
+    started = await client.post(
+        "/v1/email/feedback",
+        headers=tenant.headers,
+        json={k: tenth[k] for k in ("email_id", "rating", "improvements")},
+    )
+    run = started.json()["retraining"]
+    assert run is not None and run["n_feedback"] == 19 and run["n_pairs"] == 10
+    await settle(app)
+    jobs = (await client.get("/v1/fine_tuning/jobs", headers=tenant.headers)).json()["data"]
+    dpo = [j for j in jobs if j["method"]["type"] == "dpo"]
+    assert len(dpo) == 1, json.dumps(
+        (await client.get("/v1/email/feedback/department:support", headers=tenant.headers)).json()
+    )
+    lines = (
+        await client.get(f"/v1/files/{dpo[0]['training_file']}/content", headers=tenant.headers)
+    ).text
+    assert len(lines.splitlines()) == 10
 
 
 async def test_feedback_needs_a_known_mail(client, database):

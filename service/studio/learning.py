@@ -25,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from service.db import Database
 from service.engines.base import Engines
-from service.errors import APIError, InvalidRequest, NotFound
+from service.errors import APIError, Conflict, InvalidRequest, NotFound
 from service.files.service import content_path
 from service.ids import new_id, now
 from service.jobs import service as jobs
@@ -617,22 +617,41 @@ class Watcher:
         return pairs
 
     async def _promote_first(self, run: Retraining, model: str) -> int:
-        """Promote a scope's first model; a scope that has one keeps it (promote by hand)."""
+        """Promote a scope's first model; a scope that has one keeps it (promote by hand).
+
+        The run leaves "training" in the promotion's own transaction: of the watchers that see the
+        job end (one per worker process), exactly one promotes, and the alias's history has one
+        line."""
+        alias = aliases.alias_of(run.scope)
         async with self.database.session() as session:
-            alias = aliases.alias_of(run.scope)
             if await aliases.find_alias(session=session, project_id=run.project_id, alias=alias):
                 await self._set(
                     run, "kept", expect="training", detail="the scope already has a model"
                 )
                 return 1
-            await aliases.promote(
-                session=session,
-                project_id=run.project_id,
-                alias=alias,
-                model=model,
-                reason=f"first model of {run.scope} (job {run.job_id})",
+            claimed = await session.exec(
+                update(Retraining)
+                .where(col(Retraining.id) == run.id, col(Retraining.status) == "training")
+                .values(status="promoted", updated_at=now())
             )
-        await self._set(run, "promoted", expect="training")
+            if not claimed.rowcount:
+                await session.rollback()
+                return 0  # another watcher promoted it
+            try:
+                await aliases.promote(  # commits the run's new status with the alias
+                    session=session,
+                    project_id=run.project_id,
+                    alias=alias,
+                    model=model,
+                    reason=f"first model of {run.scope} (job {run.job_id})",
+                )
+            except Conflict:
+                # The alias was promoted by hand meanwhile: that model stays.
+                await self._set(
+                    run, "kept", expect="training", detail="the scope already has a model"
+                )
+                return 1
+        run.status = "promoted"
         return 1
 
     async def _evaluate(self, run: Retraining, candidate: str) -> int:

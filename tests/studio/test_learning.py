@@ -7,9 +7,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from sqlmodel import col, select
 
-from service.studio.models import Retraining
+from service.studio.learning import Watcher
 from tests.factories import assert_envelope, make_tenant
 from tests.fake_engine import run_to_success
 from tests.processes import SHARED_DIR
@@ -17,8 +16,6 @@ from tests.processes import SHARED_DIR
 EMAILS = SHARED_DIR / "data" / "emails"
 pytestmark = pytest.mark.skipif(not EMAILS.is_dir(), reason=f"no sample data at {EMAILS}")
 BASE = "gpt-4o-mini-2024-07-18"
-# Statuses a watcher pass holds while it works (starting waits for the next pass).
-IN_FLIGHT = ("starting", "preparing", "evaluating")
 
 
 def history() -> list[dict]:
@@ -31,25 +28,10 @@ def feedback() -> list[dict]:
     ]
 
 
-async def settle(app, timeout: float = 60.0) -> None:
-    """Move the studio's runs until nothing moves and no step is under way.
-
-    The app's own watcher runs beside the test (a feedback post wakes it): while it prepares or
-    evaluates a run, this pass sees "preparing" or "evaluating" and moves nothing, so settling
-    also waits for that run to leave those states.
-    """
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if await app.state.watcher.poll_once():
-            continue
-        async with app.state.database.session() as session:
-            busy = (
-                await session.exec(select(Retraining).where(col(Retraining.status).in_(IN_FLIGHT)))
-            ).first()
-        if busy is None:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"run {busy.id} stuck {busy.status}"
-        await asyncio.sleep(0.05)
+async def settle(app) -> None:
+    """Move the studio's runs until nothing moves (the test app runs no watcher of its own)."""
+    while await app.state.watcher.poll_once():
+        pass
 
 
 async def test_department_models_one_job_each_and_first_models_promoted(app, client, database):
@@ -83,6 +65,31 @@ async def test_department_models_one_job_each_and_first_models_promoted(app, cli
     }
     for alias in listed:
         assert alias["model"] in {j["fine_tuned_model"] for j in models.values()}
+
+
+async def test_two_watchers_promote_a_first_model_once(app, client, database):
+    """Each worker process runs a watcher: both see the job end, one promotes."""
+    tenant = await make_tenant(database)
+    await client.post(
+        "/v1/email/models/departments",
+        headers=tenant.headers,
+        json={"emails": history(), "model": BASE, "departments": ["support"]},
+    )
+    model, _ = await run_to_success(database)
+    first = app.state.watcher
+    second = Watcher(
+        database=database, engines=first.engines, settings=first.settings, redactor=first.redactor
+    )
+    moved = await asyncio.gather(first.poll_once(), second.poll_once())
+    assert sorted(moved) == [0, 1]
+    changes = (
+        await client.get("/v1/email/aliases/department:support/history", headers=tenant.headers)
+    ).json()["data"]
+    assert [(c["action"], c["model"]) for c in changes] == [("promote", model)]
+    runs = (
+        await client.get("/v1/email/feedback/department:support", headers=tenant.headers)
+    ).json()["runs"]
+    assert [r["status"] for r in runs] == ["promoted"]
 
 
 async def test_personal_model_needs_ten_usable_mails(app, client, database):

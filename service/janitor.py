@@ -20,7 +20,7 @@ from sqlmodel import col, delete, select
 from service.db import Database
 from service.events.models import StreamTicket
 from service.files.models import File
-from service.files.scratch import remove_unheld
+from service.files.scratch import MIN_AGE_SECONDS, remove_unheld
 from service.files.service import content_path
 from service.idempotency import IN_PROGRESS_LEASE_SECONDS, IdempotencyRecord
 from service.ids import now
@@ -99,7 +99,11 @@ async def sweep(*, database: Database, files_dir: Path, idempotency_ttl: float) 
 async def run_periodically(
     *, database: Database, files_dir: Path, idempotency_ttl: float, interval: float
 ) -> None:
-    """Sweep now and then every `interval` seconds until cancelled."""
+    """Sweep soon after start-up, then every `interval` seconds until cancelled."""
+    # A restart right after a crash finds the dead process's upload younger than MIN_AGE_SECONDS,
+    # which a pass keeps (it may be a new upload an instant before its lock). It stopped changing
+    # at the crash, before this start: a first pass that late sees it old enough to remove.
+    await anyio.sleep(MIN_AGE_SECONDS)
     while True:
         try:
             await sweep(database=database, files_dir=files_dir, idempotency_ttl=idempotency_ttl)

@@ -1255,8 +1255,8 @@ export interface paths {
         /**
          * Rate a mail or a completion, with a rewrite
          * @description Record a rating (and the improved mail); when the scope's feedback reaches its threshold
-         *     (50 by default) with at least 10 rewrites, one DPO retraining starts on the scope's current
-         *     model, and its model is promoted only if its evaluation passes.
+         *     (50 by default) with at least 10 distinct rewrites, one DPO retraining starts on the scope's
+         *     current model, and its model is promoted only if its evaluation passes.
          */
         post: operations["createEmailFeedback"];
         delete?: never;

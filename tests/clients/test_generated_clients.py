@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.databases import SQLITE_ONLY
 from tests.factories import chat_file
 from tests.processes import REPO_ROOT, Server, serve_keyed
 
@@ -55,7 +56,7 @@ def _run(args: list[str], *, cwd: Path, input: bytes | None = None) -> str:
     return output
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_python_client_generated_from_the_document(live, tmp_path):
     server, key = live
     document = _document(server, tmp_path)
@@ -86,7 +87,7 @@ def test_python_client_generated_from_the_document(live, tmp_path):
     assert _run(steps, cwd=tmp_path, input=chat_file()).strip() == "ok"
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_typescript_client_generated_from_the_document(live, tmp_path):
     node = shutil.which("node")
     if node is None or not (NODE_MODULES / ".package-lock.json").exists():

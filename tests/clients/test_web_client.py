@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import SQLITE_ONLY
 from tests.processes import REPO_ROOT, Server, serve_keyed
 
 CLIENT_DIR = REPO_ROOT / "web" / "client"
 MODEL = "tiny-chat"  # tests/tiny_model.py, offered by the local engine from FT_MODELS_DIR
 TIMEOUT = 600
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ import pytest
 
 from service.app import create_app
 from service.settings import Settings
+from tests.databases import SQLITE_ONLY
 from tests.factories import make_tenant
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from tests.databases import SQLITE_ONLY
 from tests.processes import SHARED_DIR, keyed_env, serve
 
 EMAILS = SHARED_DIR / "data" / "emails"
@@ -40,7 +41,7 @@ def wait_for(
 
 # SQLite only: the quick start's database. The studio's watcher and promotions run on PostgreSQL
 # in tests/studio (test_watcher_in_worker); a second live run here added a minute of CI.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_history_to_a_promoted_model_improved_from_feedback(
     database_url: str, tmp_path: Path, tiny_model_dir
 ):

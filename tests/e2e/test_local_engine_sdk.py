@@ -11,17 +11,17 @@ from pathlib import Path
 
 import gguf
 import httpx
-import pytest
 from openai import OpenAI
 from transformers import AutoModelForCausalLM
 
+from tests.databases import SQLITE_ONLY
 from tests.factories import chat_file, job_method
 from tests.processes import keyed_env, run_cli, serve, start_server
 
 
 # SQLite only: the quick start's database. The same routes, leases and export takeover run on
 # PostgreSQL in tests/engines and tests/exports; a second live run here added a minute of CI.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 def test_fine_tune_then_chat_through_the_sdk(database_url: str, tmp_path: Path, tiny_model_dir):
     env, key = keyed_env(
         tmp_path / "data",

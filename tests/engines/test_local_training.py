@@ -12,6 +12,7 @@ import pytest
 from service.engines.local import memory
 from service.engines.local.models import discover
 from service.engines.local.worker import LocalWorker
+from tests.databases import SQLITE_ONLY
 from tests.engines.local_jobs import local_engine, train_job
 from tests.factories import (
     Tenant,
@@ -141,8 +142,7 @@ async def test_supervised_job_trains_checkpoints_and_succeeds(client, database, 
     assert "tiny-chat" in models and job["fine_tuned_model"] in models
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_dpo_job_learns_the_preferred_emails(client, database, worker):
     tenant = await make_tenant(database)
     preferences = await make_file(client, tenant, preference_file(10))
@@ -163,8 +163,7 @@ async def _trained_model(client, tenant: Tenant, worker: LocalWorker) -> dict:
     return await _train_tiny_chat(client, tenant, worker, seed=11, method=method)
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_fine_tuned_model_and_checkpoint_answer_chat_completions(client, database, worker):
     tenant = await make_tenant(database)
     job = await _trained_model(client, tenant, worker)
@@ -191,8 +190,7 @@ async def test_fine_tuned_model_and_checkpoint_answer_chat_completions(client, d
     assert await greedy_reply() == await greedy_reply()
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_streamed_completion_matches_the_openai_chunk_format(client, database, worker):
     tenant = await make_tenant(database)
     job = await _trained_model(client, tenant, worker)
@@ -339,8 +337,7 @@ async def test_cancel_stops_training_within_a_step(client, database, quick_worke
     assert max(await _metric_steps(client, tenant, job_id)) <= at_cancel + 10 < 120
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_same_seed_and_data_give_the_same_final_loss(client, database, worker):
     tenant = await make_tenant(database)
     finals = []
@@ -350,8 +347,7 @@ async def test_same_seed_and_data_give_the_same_final_loss(client, database, wor
     assert finals[0] == finals[1]
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_deleting_a_fine_tuned_model_deletes_its_adapter(client, database, worker):
     from pathlib import Path
 
@@ -371,8 +367,7 @@ async def test_deleting_a_fine_tuned_model_deletes_its_adapter(client, database,
     assert gone.status_code == 404
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_reinforcement_job_trains_with_its_grader(client, database, worker):
     tenant = await make_tenant(database)
     grader = {
@@ -446,8 +441,7 @@ async def test_two_workers_never_train_the_same_job(client, database, local):
         assert messages[-1] == "The job has successfully completed"
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, worker):
     tenant = await make_tenant(database)
     validation = await make_file(client, tenant, chat_file(10))
@@ -459,8 +453,7 @@ async def test_validation_file_is_evaluated_at_each_epoch_end(client, database, 
     assert [bool(r["valid_loss"]) for r in rows] == [False, False, True, False, False, True]
 
 
-# Training itself, not the database: once, on SQLite.
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@SQLITE_ONLY
 async def test_a_checkpoint_can_be_trained_further(client, database, worker):
     tenant = await make_tenant(database)
     first = await _trained_model(client, tenant, worker)

@@ -9,13 +9,14 @@ from datetime import UTC, datetime
 import pytest
 
 from service.studio.learning import Watcher
-from tests.factories import assert_envelope, make_tenant
+from tests.factories import Tenant, assert_envelope, make_tenant
 from tests.fake_engine import run_to_success
 from tests.processes import SHARED_DIR
 
 EMAILS = SHARED_DIR / "data" / "emails"
 pytestmark = pytest.mark.skipif(not EMAILS.is_dir(), reason=f"no sample data at {EMAILS}")
 BASE = "gpt-4o-mini-2024-07-18"
+SUPPORT = "department:support"
 
 
 def history() -> list[dict]:
@@ -32,6 +33,46 @@ async def settle(app) -> None:
     """Move the studio's runs until nothing moves (the test app runs no watcher of its own)."""
     while await app.state.watcher.poll_once():
         pass
+
+
+async def support_with_a_model(app, client, database, tenant: Tenant, threshold: int) -> str:
+    """Give support a promoted first model and a feedback threshold; return the model.
+
+    The history is known too (a dataset remembers it), so feedback can name its mails."""
+    admin = await make_tenant(database, admin=True)
+    await client.post("/v1/email/datasets", headers=tenant.headers, json={"emails": history()})
+    trained = await client.post(
+        "/v1/email/models/departments",
+        headers=tenant.headers,
+        json={"emails": history(), "model": BASE, "departments": ["support"]},
+    )
+    assert trained.status_code == 200, trained.text
+    model, _ = await run_to_success(database)
+    await settle(app)
+    await client.post(
+        "/v1/email/settings",
+        headers=admin.headers,
+        json={"feedback_thresholds": {SUPPORT: threshold}},
+    )
+    return model
+
+
+async def post_feedback(client, tenant: Tenant, row: dict):
+    """Post one row of feedback.jsonl."""
+    return await client.post(
+        "/v1/email/feedback",
+        headers=tenant.headers,
+        json={k: row[k] for k in ("email_id", "rating", "improvements")},
+    )
+
+
+async def one_dpo_job(client, tenant: Tenant) -> dict:
+    """Return the tenant's one DPO job (the scope's runs explain a failure)."""
+    jobs = (await client.get("/v1/fine_tuning/jobs", headers=tenant.headers)).json()["data"]
+    dpo = [j for j in jobs if j["method"]["type"] == "dpo"]
+    runs = await client.get(f"/v1/email/feedback/{SUPPORT}", headers=tenant.headers)
+    assert len(dpo) == 1, json.dumps(runs.json()["runs"])
+    return dpo[0]
 
 
 async def test_department_models_one_job_each_and_first_models_promoted(app, client, database):
@@ -115,37 +156,15 @@ async def test_concurrent_feedback_across_the_threshold_starts_exactly_one_dpo_j
     app, client, database
 ):
     tenant = await make_tenant(database)
-    admin = await make_tenant(database, admin=True)
-    # The history is known (a dataset remembers it), support has a promoted model.
-    await client.post("/v1/email/datasets", headers=tenant.headers, json={"emails": history()})
-    trained = await client.post(
-        "/v1/email/models/departments",
-        headers=tenant.headers,
-        json={"emails": history(), "model": BASE, "departments": ["support"]},
-    )
-    assert trained.status_code == 200, trained.text
-    first, _ = await run_to_success(database)
-    await settle(app)
     threshold = 15
-    await client.post(
-        "/v1/email/settings",
-        headers=admin.headers,
-        json={"feedback_thresholds": {"department:support": threshold}},
-    )
+    first = await support_with_a_model(app, client, database, tenant, threshold)
 
     support = {r["id"] for r in history() if r["department"] == "support"}
     posts = [f for f in feedback() if f["email_id"] in support]
     posts = (posts * 2)[:20]  # 20 posts, 13+ of them rewrites
     assert sum(bool(f["improvements"]) for f in posts) >= 10
 
-    async def post(row: dict):
-        return await client.post(
-            "/v1/email/feedback",
-            headers=tenant.headers,
-            json={k: row[k] for k in ("email_id", "rating", "improvements")},
-        )
-
-    answers = await asyncio.gather(*(post(row) for row in posts))
+    answers = await asyncio.gather(*(post_feedback(client, tenant, row) for row in posts))
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     started = [a.json()["retraining"] for a in answers if a.json()["retraining"]]
     assert len(started) == 1 and started[0]["status"] == "starting"
@@ -153,11 +172,7 @@ async def test_concurrent_feedback_across_the_threshold_starts_exactly_one_dpo_j
     assert run["n_feedback"] >= threshold and run["n_pairs"] >= 10
 
     await settle(app)
-    jobs = (await client.get("/v1/fine_tuning/jobs", headers=tenant.headers)).json()["data"]
-    dpo = [j for j in jobs if j["method"]["type"] == "dpo"]
-    runs = await client.get("/v1/email/feedback/department:support", headers=tenant.headers)
-    assert len(dpo) == 1, json.dumps(runs.json()["runs"])
-    job = dpo[0]
+    job = await one_dpo_job(client, tenant)
     assert job["model"] == first
     assert job["hyperparameters"]["n_epochs"] == 1
     assert job["method"]["dpo"]["hyperparameters"]["learning_rate_multiplier"] == 0.05
@@ -186,56 +201,25 @@ async def test_concurrent_feedback_across_the_threshold_starts_exactly_one_dpo_j
 
 async def test_a_rewrite_posted_twice_counts_once_toward_the_threshold(app, client, database):
     tenant = await make_tenant(database)
-    admin = await make_tenant(database, admin=True)
-    await client.post("/v1/email/datasets", headers=tenant.headers, json={"emails": history()})
-    await client.post(
-        "/v1/email/models/departments",
-        headers=tenant.headers,
-        json={"emails": history(), "model": BASE, "departments": ["support"]},
-    )
-    await run_to_success(database)
-    await settle(app)
-    await client.post(
-        "/v1/email/settings",
-        headers=admin.headers,
-        json={"feedback_thresholds": {"department:support": 12}},
-    )
+    await support_with_a_model(app, client, database, tenant, threshold=12)
     support = {r["id"] for r in history() if r["department"] == "support"}
     rewrites = [f for f in feedback() if f["email_id"] in support and f["improvements"]]
     # Nine rewrites, each posted twice (the same mail, the same words, spaced differently):
     # eighteen posts, nine preference pairs, one short of the ten a DPO file needs.
     posts = [r | {"improvements": "  " + r["improvements"]} for r in rewrites[:9]] + rewrites[:9]
-    answers = []
     for row in posts:
-        answer = await client.post(
-            "/v1/email/feedback",
-            headers=tenant.headers,
-            json={k: row[k] for k in ("email_id", "rating", "improvements")},
-        )
+        answer = await post_feedback(client, tenant, row)
         assert answer.status_code == 200, answer.text
-        answers.append(answer.json())
-    assert not any(a["retraining"] for a in answers)
-    status = (
-        await client.get("/v1/email/feedback/department:support", headers=tenant.headers)
-    ).json()
+        assert answer.json()["retraining"] is None
+    status = (await client.get(f"/v1/email/feedback/{SUPPORT}", headers=tenant.headers)).json()
     assert status["pending_feedback"] == 18 and status["pending_rewrites"] == 9
 
-    tenth = rewrites[9]
-    started = await client.post(
-        "/v1/email/feedback",
-        headers=tenant.headers,
-        json={k: tenth[k] for k in ("email_id", "rating", "improvements")},
-    )
-    run = started.json()["retraining"]
+    run = (await post_feedback(client, tenant, rewrites[9])).json()["retraining"]
     assert run is not None and run["n_feedback"] == 19 and run["n_pairs"] == 10
     await settle(app)
-    jobs = (await client.get("/v1/fine_tuning/jobs", headers=tenant.headers)).json()["data"]
-    dpo = [j for j in jobs if j["method"]["type"] == "dpo"]
-    assert len(dpo) == 1, json.dumps(
-        (await client.get("/v1/email/feedback/department:support", headers=tenant.headers)).json()
-    )
+    job = await one_dpo_job(client, tenant)
     lines = (
-        await client.get(f"/v1/files/{dpo[0]['training_file']}/content", headers=tenant.headers)
+        await client.get(f"/v1/files/{job['training_file']}/content", headers=tenant.headers)
     ).text
     assert len(lines.splitlines()) == 10
 
